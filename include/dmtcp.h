@@ -1,0 +1,2 @@
+/* dmtcp.h — the application interface of dmtcp (placeholder until the runtime lands). */
+#pragma once
