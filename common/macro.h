@@ -17,6 +17,7 @@
 #define _likely_(x) __builtin_expect(!!(x), 1)
 #define _unlikely_(x) __builtin_expect(!!(x), 0)
 #define _hidden_ __attribute__((visibility("hidden")))
+#define _public_ __attribute__((visibility("default")))
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))

@@ -1,0 +1,71 @@
+/* The hand-off between the restart side (dmtcp_restart and its restorer) and
+ * the runtime inside the restored process. Both sides are built from the same
+ * tree, but the runtime's half lives in the image's memory, so the structure
+ * is versioned and checked.
+ *
+ * The restorer writes a pointer to a struct rst_incoming into the runtime
+ * variable whose address the image records (img_process.rst_incoming). The
+ * structure sits in the restorer's bootstrap area, which the runtime unmaps
+ * once it has copied what it needs. */
+#pragma once
+
+#include <stdint.h>
+
+/* A suspended thread's resume point: callee-saved registers, stack pointer
+ * and return address, as saved by rt_ctx_save (preload/ctx.S). Never pointer
+ * mangled, so the restorer can load it without glibc's pointer guard. */
+struct rt_ctx {
+        uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip;
+};
+
+#define RST_INCOMING_MAGIC   0x4e49545352544d44ull   /* "DMTRSTIN" */
+#define RST_INCOMING_VERSION 1
+#define RST_MAX_IMAGE_RANGES 4096
+#define RST_MAX_FILE_FDS 256
+
+enum rst_flags {
+        RST_F_LAZY = 1u << 0,             /* memory mapped from the image, loads on touch */
+        RST_F_NEW_PIDNS = 1u << 1,        /* restored in a fresh pid namespace */
+        RST_F_INTERVAL_SET = 1u << 2,     /* -i given on restart */
+};
+
+struct rst_range {
+        uint64_t start, end;
+};
+
+/* A file the restart tool recreated from the image (a file that was deleted
+ * while open), open on fd in the restored process. */
+struct rst_file_fd {
+        uint32_t file;                          /* index of the image's IMG_R_FILE */
+        int32_t fd;
+};
+
+struct rst_incoming {
+        uint64_t magic;
+        uint32_t version;
+        uint32_t flags;
+        uint64_t bootstrap_addr, bootstrap_len;  /* restorer area, unmapped by the runtime */
+        int32_t status_fd;                      /* report to dmtcp_restart, then close */
+        int32_t fail_rc;
+        uint32_t coord_kind;                    /* enum coord_kind */
+        uint16_t coord_port;
+        uint16_t reserved;
+        uint32_t interval;
+        uint32_t n_image_ranges;
+        uint32_t n_file_fds;
+        uint32_t reserved2;
+        uint64_t generation;
+        uint64_t image_dev, image_ino;          /* the image file mapped in lazy mode */
+        uint64_t restart_start_usec;            /* CLOCK_MONOTONIC when dmtcp_restart started */
+        char coord_host[256];
+        char coord_path[108];
+        char job[72];
+        char ckptdir[4096];                     /* where later checkpoints go */
+        char gen_dir[4096];                     /* generation restored from */
+        char secret[128];
+        /* Ranges of memory that are private mappings of the image file
+         * (lazy restore): anonymous memory to the program, so the runtime
+         * must save their contents and give them zero-fill semantics. */
+        struct rst_range image_ranges[RST_MAX_IMAGE_RANGES];
+        struct rst_file_fd file_fds[RST_MAX_FILE_FDS];
+};

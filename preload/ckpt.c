@@ -1,0 +1,463 @@
+/* The checkpoint thread: talks to the coordinator and walks a checkpoint
+ * through its phases (docs/protocol.md):
+ *
+ *   CKPT_BEGIN -> suspend threads -> SUSPEND done -> GO
+ *              -> drain in-flight data -> DRAIN done -> GO
+ *              -> capture state, save resume point, fork snapshot -> CAPTURE done -> GO
+ *              -> (copy-on-write: resume the program now)
+ *              -> image durable -> WRITE done -> COMMITTED or ABORT
+ *              -> (otherwise resume now; --kcheckpoint: end the process) -> RESUME done
+ *
+ * Any failure is reported with a message naming this process and what went
+ * wrong; the coordinator then aborts the checkpoint everywhere and the
+ * program keeps running. */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include "client.h"
+#include "raw-syscall.h"
+#include "rt.h"
+#include "util.h"
+#include "write.h"
+
+
+struct rt_capture *rt_cap;
+static int (*real_pthread_create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+
+enum ckpt_outcome { CK_COMMITTED, CK_ABORTED };
+
+struct ckpt_run {
+        struct proto_ckpt_begin begin;
+        bool suspended;         /* user threads are parked */
+        bool resumed_early;     /* copy-on-write: released after CAPTURE */
+        pid_t writer;           /* snapshot child */
+        int writer_pipe;
+        char image_name[PATH_MAX];
+};
+
+static int send_done(uint64_t gen, int phase, int status, const char *detail, uint64_t bytes, uint32_t crc,
+                     uint64_t usec) {
+        if (rt.coord_fd < 0)
+                return -ENOTCONN;
+        struct proto_msg m;
+        proto_init(&m, PROTO_PHASE_DONE);
+        m.u.phase_done.generation = gen;
+        m.u.phase_done.phase = (uint8_t) phase;
+        m.u.phase_done.status = status;
+        m.u.phase_done.bytes = bytes;
+        m.u.phase_done.crc = crc;
+        m.u.phase_done.duration_usec = usec;
+        if (detail) {
+                strscpy(m.u.phase_done.detail, detail, sizeof m.u.phase_done.detail);
+                /* The protocol refuses control characters in strings. */
+                for (char *p = m.u.phase_done.detail; *p; p++)
+                        if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                                *p = ' ';
+        }
+        return proto_send(rt.coord_fd, &m);
+}
+
+/* Wait for PHASE_GO(phase) of this generation. Returns 0, or -ECANCELED on
+ * CKPT_ABORT, or -ECONNRESET when the coordinator is gone. */
+static int wait_go(const struct ckpt_run *c, int phase) {
+        for (;;) {
+                struct proto_msg m;
+                int r = proto_recv(rt.coord_fd, &m, -1);
+                if (r < 0)
+                        return -ECONNRESET;
+                if (m.type == PROTO_PHASE_GO && m.u.phase_go.generation == c->begin.generation &&
+                    m.u.phase_go.phase == phase)
+                        return 0;
+                if (m.type == PROTO_CKPT_ABORT && m.u.ckpt_abort.generation == c->begin.generation) {
+                        rt_info("checkpoint %llu aborted: %s", (unsigned long long) c->begin.generation,
+                                m.u.ckpt_abort.reason);
+                        return -ECANCELED;
+                }
+                if (m.type == PROTO_KILL)
+                        return -EINTR;
+        }
+}
+
+/* Program name for messages: "process 123 (prog)". */
+static void fail_detail(char *buf, size_t size, const char *what) {
+        snprintf(buf, size, "process %d (%s) on %s: %s", (int) rt.pid, rt.cfg.program, host_name(), what);
+}
+
+static void resume_program(struct ckpt_run *c) {
+        if (c->suspended) {
+                rt_threads_resume();
+                c->suspended = false;
+        }
+}
+
+static void stop_writer(struct ckpt_run *c) {
+        if (c->writer > 0) {
+                raw_syscall2(SYS_kill, c->writer, SIGKILL);
+                int st;
+                while (waitpid(c->writer, &st, __WCLONE) < 0 && errno == EINTR)
+                        ;
+                c->writer = 0;
+        }
+        c->writer_pipe = safe_close(c->writer_pipe);
+}
+
+/* End the process now, without letting any program code run: the stop
+ * checkpoint (--kcheckpoint) is the last thing it does. SIGTERM, which a
+ * service manager counts as a clean stop. */
+static _Noreturn void die_after_checkpoint(void) {
+        struct sigaction dfl = { .sa_handler = SIG_DFL };
+        rt_real_sigaction(SIGTERM, &dfl, NULL);
+        uint64_t unblock = 1ULL << (SIGTERM - 1);
+        raw_syscall4(SYS_rt_sigprocmask, SIG_UNBLOCK, (long) &unblock, 0, 8);
+        raw_syscall3(SYS_tgkill, rt.pid, raw_gettid(), SIGTERM);
+        for (;;)
+                raw_syscall0(SYS_pause);
+}
+
+/* Abandon the checkpoint: the program goes on. */
+static void abandon(struct ckpt_run *c, int phase, int r, const char *what) {
+        char detail[PROTO_PATH_MAX];
+        fail_detail(detail, sizeof detail, what);
+        rt_error("checkpoint %llu failed: %s", (unsigned long long) c->begin.generation, what);
+        stop_writer(c);
+        resume_program(c);
+        send_done(c->begin.generation, phase, r < 0 ? r : -EIO, detail, 0, 0, 0);
+        /* Wait for the coordinator's ABORT so the next message we read belongs
+         * to the next checkpoint, then say we run. */
+        for (;;) {
+                struct proto_msg m;
+                if (proto_recv(rt.coord_fd, &m, 30000) < 0)
+                        break;
+                if (m.type == PROTO_CKPT_ABORT || m.type == PROTO_CKPT_COMMITTED)
+                        break;
+        }
+        send_done(c->begin.generation, PROTO_PH_RESUME, 0, NULL, 0, 0, 0);
+}
+
+static void collect_threads(struct img_thread **out, uint32_t *n_out) {
+        uint32_t n = 1;
+        for (uint32_t i = 0; i < rt.n_threads; i++)
+                if (atomic_load(&rt.threads[i].state) == RT_TS_SUSPENDED)
+                        n++;
+        struct img_thread *t = rt_alloc(RT_ARENA_SCRATCH, n * sizeof *t);
+        uint32_t k = 0;
+        if (!t) {
+                *out = NULL;
+                *n_out = 0;
+                return;
+        }
+        for (uint32_t i = 0; i < rt.n_threads; i++) {
+                struct rt_thread *th = &rt.threads[i];
+                if (atomic_load(&th->state) != RT_TS_SUSPENDED)
+                        continue;
+                th->info.ctx_addr = (uint64_t) &th->ctx;
+                t[k++] = th->info;
+        }
+        rt.ckpt_thread.info.ctx_addr = (uint64_t) &rt.ckpt_thread.ctx;
+        t[k++] = rt.ckpt_thread.info;
+        *out = t;
+        *n_out = k;
+}
+
+static int open_image(struct ckpt_run *c, char *err, size_t errsize) {
+        char prog[PROTO_NAME_MAX + 1];
+        strscpy(prog, rt.cfg.program, sizeof prog);
+        sanitize_filename(prog);
+        snprintf(c->image_name, sizeof c->image_name, "ckpt_%s_%s.dmtcp", prog, rt.cfg.upid);
+        char path[PATH_MAX * 2];
+        snprintf(path, sizeof path, "%s/%s", c->begin.dir, c->image_name);
+        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0)
+                snprintf(err, errsize, "cannot create image %s: %s", path, strerror(-fd));
+        return fd;
+}
+
+/* The snapshot child: a raw clone (not fork(3), whose atfork handlers take
+ * malloc's locks that a frozen thread may hold) with no exit signal, so the
+ * program gets no SIGCHLD and its wait(-1) never sees it. It keeps only the
+ * image and the result pipe open. */
+static pid_t spawn_writer(int img_fd, int pipe_wr, const struct wr_request *req) {
+        long pid = raw_syscall5(SYS_clone, 0 /* no exit signal */, 0, 0, 0, 0);
+        if (pid != 0)
+                return (pid_t) pid;
+        raw_syscall2(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
+        if (raw_syscall0(SYS_getppid) != rt.pid)
+                raw_syscall1(SYS_exit_group, 1);
+        int keep[2] = { MIN(img_fd, pipe_wr), MAX(img_fd, pipe_wr) };
+        raw_syscall3(SYS_close_range, 0, (long) keep[0] - 1, 0);
+        if (keep[1] > keep[0] + 1)
+                raw_syscall3(SYS_close_range, (long) keep[0] + 1, (long) keep[1] - 1, 0);
+        raw_syscall3(SYS_close_range, (long) keep[1] + 1, ~0U, 0);
+        struct wr_result res;
+        int r = rt_write_image(req, &res);
+        if (r < 0 && !res.err[0])
+                snprintf(res.err, sizeof res.err, "%s", strerror(-r));
+        raw_syscall3(SYS_write, pipe_wr, (long) &res, sizeof res);
+        raw_syscall1(SYS_exit_group, r < 0 ? 1 : 0);
+        __builtin_unreachable();
+}
+
+/* Wait for the snapshot child's result, watching for an abort. */
+static int wait_writer(struct ckpt_run *c, struct wr_result *res) {
+        for (;;) {
+                struct pollfd p[2] = { { c->writer_pipe, POLLIN, 0 }, { rt.coord_fd, POLLIN, 0 } };
+                int n = poll(p, 2, -1);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (p[0].revents) {
+                        ssize_t k = read(c->writer_pipe, res, sizeof *res);
+                        int st;
+                        while (waitpid(c->writer, &st, __WCLONE) < 0 && errno == EINTR)
+                                ;
+                        c->writer = 0;
+                        c->writer_pipe = safe_close(c->writer_pipe);
+                        if (k != (ssize_t) sizeof *res) {
+                                snprintf(res->err, sizeof res->err, "the snapshot writer died (%s)",
+                                         WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "no result");
+                                return -EIO;
+                        }
+                        return res->err[0] ? -EIO : 0;
+                }
+                if (p[1].revents) {
+                        struct proto_msg m;
+                        if (proto_recv(rt.coord_fd, &m, 1000) < 0)
+                                return -ECONNRESET;
+                        if (m.type == PROTO_CKPT_ABORT && m.u.ckpt_abort.generation == c->begin.generation)
+                                return -ECANCELED;
+                        if (m.type == PROTO_KILL)
+                                return -EINTR;
+                }
+        }
+}
+
+static void do_checkpoint(const struct proto_ckpt_begin *begin) {
+        struct ckpt_run c = { .begin = *begin, .writer_pipe = -1 };
+        char err[PROTO_TEXT_MAX];
+        const uint64_t gen = begin->generation;
+        const bool kill_after = begin->flags & PROTO_CKPT_KILL_AFTER;
+        const bool cow = rt.cfg.cow;
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        int r;
+        err[0] = 0;
+        rt.generation = gen;
+        rt.members = begin->members;
+
+        rt_arena_reset(RT_ARENA_STATE);
+        rt_arena_reset(RT_ARENA_SCRATCH);
+        rt_cap = rt_alloc(RT_ARENA_STATE, sizeof *rt_cap);
+        struct rt_file *files = rt_alloc(RT_ARENA_SCRATCH, 65536 * sizeof(struct rt_file));
+        if (!rt_cap || !files)
+                return abandon(&c, PROTO_PH_SUSPEND, -ENOMEM, "out of memory");
+        memset(rt_cap, 0, sizeof *rt_cap);
+        rt_cap->files = files;
+
+        /* While the program still runs: smaps flags and library checksums. */
+        r = rt_mem_presuspend();
+        if (r < 0)
+                return abandon(&c, PROTO_PH_SUSPEND, r, "cannot read the memory map");
+
+        r = rt_threads_suspend(err, sizeof err);
+        c.suspended = true;
+        if (r < 0)
+                return abandon(&c, PROTO_PH_SUSPEND, r, err);
+        uint64_t t_suspended = now_usec(CLOCK_MONOTONIC);
+        send_done(gen, PROTO_PH_SUSPEND, 0, NULL, 0, 0, t_suspended - t0);
+        if ((r = wait_go(&c, PROTO_PH_SUSPEND)) < 0)
+                goto aborted;
+
+        /* Nothing to drain yet: pipes and sockets between processes are not
+         * checkpointed (capture refuses them). */
+        send_done(gen, PROTO_PH_DRAIN, 0, NULL, 0, 0, 0);
+        if ((r = wait_go(&c, PROTO_PH_DRAIN)) < 0)
+                goto aborted;
+
+        /* Capture. */
+        if ((r = rt_fds_capture(err, sizeof err)) < 0 || (r = rt_signals_capture(err, sizeof err)) < 0 ||
+            (r = rt_proc_capture(&rt_cap->proc, rt_cap->exe, sizeof rt_cap->exe, rt_cap->cwd, sizeof rt_cap->cwd,
+                                 rt_cap->auxv, &rt_cap->auxv_len, err, sizeof err)) < 0 ||
+            (r = rt_mem_capture(cow, err, sizeof err)) < 0)
+                return abandon(&c, PROTO_PH_CAPTURE, r, err[0] ? err : "cannot capture process state");
+
+        struct rt_thread *self = &rt.ckpt_thread;
+        self->tid = (uint32_t) rt.ckpt_tid;
+        rt_thread_capture_self(self);
+        self->info.sigmask = ~0ULL & ~(1ULL << 31) & ~(1ULL << 32);
+        struct img_thread *threads;
+        uint32_t n_threads;
+        collect_threads(&threads, &n_threads);
+        if (!threads)
+                return abandon(&c, PROTO_PH_CAPTURE, -ENOMEM, "out of memory");
+
+        int img_fd = open_image(&c, err, sizeof err);
+        if (img_fd < 0)
+                return abandon(&c, PROTO_PH_CAPTURE, img_fd, err);
+        struct wr_request req = {
+                .fd = img_fd, .cap = rt_cap, .threads = threads, .n_threads = n_threads,
+                .gzip = rt.cfg.gzip, .generation = gen, .ckpt_time_usec = now_usec(CLOCK_REALTIME),
+                .members = begin->members, .pid = rt.pid, .ppid = getppid(), .pgid = getpgrp(), .sid = getsid(0),
+                .comp_id = begin->comp_id,
+        };
+
+        /* The resume point of this thread in a restored process. */
+        if (rt_ctx_save(&self->ctx) != 0) {
+                rt_restart_main(&c.begin);
+                return;
+        }
+
+        if (cow) {
+                int p[2];
+                if (pipe2(p, O_CLOEXEC) < 0) {
+                        raw_syscall1(SYS_close, img_fd);
+                        return abandon(&c, PROTO_PH_CAPTURE, -errno, "cannot create a pipe");
+                }
+                c.writer = spawn_writer(img_fd, p[1], &req);
+                raw_syscall1(SYS_close, p[1]);
+                raw_syscall1(SYS_close, img_fd);
+                c.writer_pipe = p[0];
+                if (c.writer < 0) {
+                        r = c.writer;
+                        c.writer = 0;
+                        return abandon(&c, PROTO_PH_CAPTURE, r, "cannot start the snapshot writer");
+                }
+        }
+        uint64_t t_captured = now_usec(CLOCK_MONOTONIC);
+        send_done(gen, PROTO_PH_CAPTURE, 0, NULL, 0, 0, t_captured - t_suspended);
+        if ((r = wait_go(&c, PROTO_PH_CAPTURE)) < 0)
+                goto aborted;
+
+        struct wr_result res;
+        if (cow) {
+                if (!kill_after) {
+                        resume_program(&c);
+                        c.resumed_early = true;
+                }
+                r = wait_writer(&c, &res);
+                if (r == -ECANCELED || r == -ECONNRESET || r == -EINTR)
+                        goto aborted;
+        } else {
+                r = rt_write_image(&req, &res);
+                raw_syscall1(SYS_close, img_fd);
+        }
+        if (r < 0)
+                return abandon(&c, PROTO_PH_WRITE, r, res.err);
+        send_done(gen, PROTO_PH_WRITE, 0, c.image_name, res.size, res.crc, now_usec(CLOCK_MONOTONIC) - t_captured);
+
+        /* Wait for the verdict. */
+        for (;;) {
+                struct proto_msg m;
+                r = proto_recv(rt.coord_fd, &m, -1);
+                if (r < 0) {
+                        r = -ECONNRESET;
+                        goto aborted;
+                }
+                if (m.type == PROTO_CKPT_COMMITTED && m.u.ckpt_committed.generation == gen)
+                        break;
+                if (m.type == PROTO_CKPT_ABORT && m.u.ckpt_abort.generation == gen) {
+                        r = -ECANCELED;
+                        goto aborted;
+                }
+                if (m.type == PROTO_KILL) {
+                        r = -EINTR;
+                        goto aborted;
+                }
+        }
+        rt.ckpt_count++;
+        if (kill_after)
+                die_after_checkpoint();
+        resume_program(&c);
+        send_done(gen, PROTO_PH_RESUME, 0, NULL, 0, 0, 0);
+        return;
+
+aborted:
+        stop_writer(&c);
+        resume_program(&c);
+        if (r == -ECONNRESET) {
+                rt_warn("lost the coordinator during checkpoint %llu; the program continues",
+                        (unsigned long long) gen);
+                rt.coord_fd = safe_close(rt.coord_fd);
+                return;
+        }
+        if (r == -EINTR) {
+                /* Killed by the coordinator: let the main loop handle it. */
+                raw_syscall2(SYS_kill, rt.pid, SIGTERM);
+                return;
+        }
+        send_done(gen, PROTO_PH_RESUME, 0, NULL, 0, 0, 0);
+}
+
+/* The checkpoint thread takes no signal but glibc's SIGCANCEL and SIGSETXID
+ * (32, 33): blocking SIGSETXID would hang a setuid() in another thread. */
+void rt_ckpt_thread_block_signals(void) {
+        uint64_t mask = ~0ULL & ~(1ULL << 31) & ~(1ULL << 32);
+        raw_syscall4(SYS_rt_sigprocmask, SIG_SETMASK, (long) &mask, 0, 8);
+}
+
+static void do_kill(uint32_t grace_ms) {
+        raw_syscall2(SYS_kill, rt.pid, SIGTERM);
+        struct timespec ts = { grace_ms / 1000, (long) (grace_ms % 1000) * 1000000L };
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+        raw_syscall2(SYS_kill, rt.pid, SIGKILL);
+}
+
+static void *ckpt_thread_main(void *arg) {
+        rt_ckpt_thread_block_signals();
+        rt.ckpt_tid = (pid_t) raw_gettid();
+        raw_syscall2(SYS_prctl, PR_SET_NAME, (long) "dmtcp:ckpt");
+        raw_futex_wake((uint32_t *) &rt.ckpt_tid, 1);
+        uint64_t backoff_ms = 500;
+        for (;;) {
+                if (rt.coord_fd < 0) {
+                        struct timespec ts = { (time_t) (backoff_ms / 1000), (long) (backoff_ms % 1000) * 1000000L };
+                        nanosleep(&ts, NULL);
+                        if (rt_coord_reconnect() < 0) {
+                                backoff_ms = MIN(backoff_ms * 2, 10000);
+                                continue;
+                        }
+                        backoff_ms = 500;
+                        rt_info("rejoined the coordinator");
+                }
+                struct proto_msg m;
+                int r = proto_recv(rt.coord_fd, &m, -1);
+                if (r < 0) {
+                        rt_warn("lost the coordinator (%s); the program continues and will rejoin one",
+                                strerror(-r));
+                        rt.coord_fd = safe_close(rt.coord_fd);
+                        continue;
+                }
+                switch (m.type) {
+                case PROTO_CKPT_BEGIN:
+                        do_checkpoint(&m.u.ckpt_begin);
+                        break;
+                case PROTO_KILL:
+                        do_kill(m.u.kill.grace_ms);
+                        break;
+                default:
+                        break;  /* stale phase messages of an abandoned checkpoint */
+                }
+        }
+        return NULL;
+}
+
+int rt_ckpt_thread_start(void) {
+        real_pthread_create = dlsym(RTLD_NEXT, "pthread_create");
+        if (!real_pthread_create)
+                return -ENOSYS;
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 1 << 20);
+        int r = real_pthread_create(&th, &attr, ckpt_thread_main, NULL);
+        pthread_attr_destroy(&attr);
+        if (r != 0)
+                return -r;
+        while (atomic_load((_Atomic pid_t *) &rt.ckpt_tid) == 0)
+                raw_futex_wait((uint32_t *) &rt.ckpt_tid, 0, NULL);
+        return 0;
+}

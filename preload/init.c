@@ -1,0 +1,213 @@
+/* Start-up of the runtime in a launched program: read the environment
+ * contract (DESIGN.md), join the coordinator, install the checkpoint signal
+ * handler and start the checkpoint thread. A restored process never runs
+ * this: its runtime is in the restored memory and resumes in restart.c. */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "client.h"
+#include "raw-syscall.h"
+#include "rt.h"
+#include "util.h"
+
+struct rt_state rt = { .coord_fd = -1 };
+struct rst_incoming *volatile rt_incoming;
+
+
+static bool env_bool(const char *name, bool dflt) {
+        const char *e = getenv(name);
+        int b = e ? parse_bool(e) : -1;
+        return b < 0 ? dflt : b;
+}
+
+static void read_secret(void) {
+        const char *s = getenv("DMTCP_SECRET");
+        if (s && *s) {
+                strscpy(rt.cfg.secret, s, sizeof rt.cfg.secret);
+                return;
+        }
+        char path[PATH_MAX + 32];
+        const char *f = getenv("DMTCP_SECRET_FILE");
+        if (f && *f)
+                strscpy(path, f, sizeof path);
+        else
+                snprintf(path, sizeof path, "%s/.dmtcp-secret", rt.cfg.ckptdir);
+        char buf[PROTO_ID_MAX + 2];
+        if (read_small_file(path, buf, sizeof buf) > 0) {
+                buf[strcspn(buf, "\r\n")] = 0;
+                strscpy(rt.cfg.secret, buf, sizeof rt.cfg.secret);
+        }
+}
+
+static int config_from_env(void) {
+        struct rt_config *c = &rt.cfg;
+        const char *job = getenv("DMTCP_JOB");
+        if (job && job_name_valid(job))
+                strscpy(c->job, job, sizeof c->job);
+        int r = coord_addr_resolve(&c->coord, NULL, -1, c->job);
+        if (r < 0)
+                return r;
+        r = ckpt_dir_resolve(NULL, c->ckptdir, sizeof c->ckptdir);
+        if (r < 0)
+                return r;
+        c->gzip = env_bool("DMTCP_GZIP", true);
+        c->cow = env_bool("DMTCP_COW_CHECKPOINT", true);
+        c->ckpt_libraries = env_bool("DMTCP_CKPT_LIBRARIES", false);
+        c->quiet = env_bool("DMTCP_QUIET", false);
+        c->sigckpt = dmtcp_ckpt_signal();
+        c->fail_rc = dmtcp_fail_rc();
+        const char *iv = getenv("DMTCP_CHECKPOINT_INTERVAL");
+        if (iv)
+                parse_u32(iv, &c->interval);
+        const char *comp = getenv("DMTCP_COMPUTATION");
+        if (comp)
+                strscpy(c->comp_id, comp, sizeof c->comp_id);
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        exe[n > 0 ? n : 0] = 0;
+        strscpy(c->program, n > 0 ? path_basename(exe) : "unknown", sizeof c->program);
+        char host[64];
+        strscpy(host, host_name(), sizeof host);
+        for (char *p = host; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.'))
+                        *p = '_';
+        snprintf(c->upid, sizeof c->upid, "%s-%d-%llx", host, (int) getpid(),
+                 (unsigned long long) now_usec(CLOCK_REALTIME));
+        read_secret();
+        if (c->quiet)
+                log_set_max_level(LOG_WARNING);
+        return 0;
+}
+
+static void fill_hello(struct proto_hello *h, int role) {
+        memset(h, 0, sizeof *h);
+        hello_fill_self(h, role, rt.cfg.program);
+        h->pid = (uint32_t) rt.pid;
+        strscpy(h->upid, rt.cfg.upid, sizeof h->upid);
+        strscpy(h->comp_id, rt.cfg.comp_id, sizeof h->comp_id);
+        strscpy(h->ckptdir, rt.cfg.ckptdir, sizeof h->ckptdir);
+        strscpy(h->secret, rt.cfg.secret, sizeof h->secret);
+        strscpy(h->job, rt.cfg.job, sizeof h->job);
+        h->interval = rt.cfg.interval;
+}
+
+/* Join (or rejoin) as a worker. Returns 0 or -errno; reason filled on refusal. */
+static int coord_join_worker(char *reason, size_t rsize) {
+        struct proto_hello h;
+        fill_hello(&h, PROTO_ROLE_WORKER);
+        struct proto_welcome w;
+        int fd = coord_join(&rt.cfg.coord, &h, 10000, &w, reason, rsize);
+        if (fd < 0)
+                return fd;
+        rt.coord_fd = rt_fd_move_private(fd);
+        strscpy(rt.cfg.comp_id, w.comp_id, sizeof rt.cfg.comp_id);
+        return 0;
+}
+
+int rt_coord_reconnect(void) {
+        char reason[256] = "";
+        return coord_join_worker(reason, sizeof reason);
+}
+
+/* --- wrappers ------------------------------------------------------------ */
+
+static int (*real_pthread_create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+static int (*real_madvise)(void *, size_t, int);
+
+struct start_args {
+        void *(*fn)(void *);
+        void *arg;
+};
+
+/* New threads can always be stopped, even when created with a signal mask
+ * (pthread_attr_setsigmask_np) that blocks the checkpoint signal. */
+static void *thread_start(void *p) {
+        struct start_args a = *(struct start_args *) p;
+        free(p);
+        uint64_t unblock = 1ULL << (rt.cfg.sigckpt - 1);
+        raw_syscall4(SYS_rt_sigprocmask, SIG_UNBLOCK, (long) &unblock, 0, 8);
+        return a.fn(a.arg);
+}
+
+_public_ int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
+        if (!real_pthread_create)
+                real_pthread_create = dlsym(RTLD_NEXT, "pthread_create");
+        struct start_args *a = rt.initialized ? malloc(sizeof *a) : NULL;
+        if (!a)
+                return real_pthread_create(th, attr, fn, arg);
+        a->fn = fn;
+        a->arg = arg;
+        int r = real_pthread_create(th, attr, thread_start, a);
+        if (r != 0)
+                free(a);
+        return r;
+}
+
+_public_ int madvise(void *addr, size_t len, int advice) {
+        if (!real_madvise)
+                real_madvise = dlsym(RTLD_NEXT, "madvise");
+        rt_mem_note_madvise(advice);
+        return real_madvise(addr, len, advice);
+}
+
+/* A forked child is not part of the computation yet: it must not share the
+ * parent's coordinator connection. */
+static void atfork_child(void) {
+        rt.coord_fd = safe_close(rt.coord_fd);
+        rt.pid = getpid();
+}
+
+/* Our own tools export this symbol; the runtime stays out of them. */
+static bool in_dmtcp_tool(void) {
+        return dlsym(RTLD_DEFAULT, "dmtcp_tool_marker") != NULL;
+}
+
+__attribute__((constructor(101))) static void rt_init(void) {
+        if (in_dmtcp_tool())
+                return;
+        rt.pid = getpid();
+        log_set_ident("dmtcp");
+        int fail = dmtcp_fail_rc();
+        int r = config_from_env();
+        if (r < 0) {
+                rt_error("bad DMTCP environment: %s", strerror(-r));
+                _exit(fail);
+        }
+        rt_signals_init();
+        if (!real_pthread_create)
+                real_pthread_create = dlsym(RTLD_NEXT, "pthread_create");
+        char status[8192];
+        if (read_small_file("/proc/self/status", status, sizeof status) > 0) {
+                const char *q = strstr(status, "\nSeccomp_filters:");
+                rt.seccomp_filters_at_launch = q ? (int) strtol(q + 17, NULL, 10) : 0;
+        }
+        r = rt_fds_record_external();
+        if (r < 0)
+                rt_warn("cannot list inherited descriptors: %s", strerror(-r));
+        char reason[256] = "", where[300];
+        r = coord_join_worker(reason, sizeof reason);
+        if (r < 0) {
+                coord_addr_describe(&rt.cfg.coord, where, sizeof where);
+                if (reason[0])
+                        rt_error("the coordinator at %s refused %s: %s", where, rt.cfg.program, reason);
+                else
+                        rt_error("cannot reach the coordinator at %s: %s", where, strerror(-r));
+                _exit(fail);
+        }
+        setenv("DMTCP_COMPUTATION", rt.cfg.comp_id, 1);
+        r = rt_threads_install_handler();
+        if (r < 0) {
+                rt_error("cannot install the checkpoint signal handler: %s", strerror(-r));
+                _exit(fail);
+        }
+        rt.initialized = true;
+        pthread_atfork(NULL, NULL, atfork_child);
+        r = rt_ckpt_thread_start();
+        if (r < 0) {
+                rt_error("cannot start the checkpoint thread: %s", strerror(-r));
+                _exit(fail);
+        }
+}

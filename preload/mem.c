@@ -1,0 +1,403 @@
+/* Memory capture: what is mapped, what kind it is, and what must be saved.
+ *
+ * Before the pause (threads running), rt_mem_presuspend reads
+ * /proc/self/smaps for the VmFlags (smaps walks every page table, too slow
+ * for the pause) and checksums the mapped files not seen before (cached by
+ * identity). During the pause, rt_mem_capture reads /proc/self/maps, builds
+ * the region and file tables and, for a copy-on-write checkpoint, copies
+ * what fork would not preserve (shared memory, MADV_DONTFORK/WIPEONFORK). */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <zlib.h>
+
+#include "fd.h"
+#include "raw-syscall.h"
+#include "rt.h"
+#include "util.h"
+
+struct vmflags {
+        uint64_t start, end;
+        uint32_t flags;                 /* IMG_RF_* */
+};
+
+static struct vmflags *vmf;
+static size_t n_vmf;
+static bool vmf_stale;                  /* madvise changed flags since the read */
+
+#define CRC_CACHE 1024
+struct crc_entry {
+        uint64_t dev, ino, size;
+        int64_t mtime_sec;
+        uint32_t mtime_nsec, crc;
+};
+static struct crc_entry crc_cache[CRC_CACHE];
+static uint32_t n_crc_cache;
+
+void rt_mem_note_madvise(int advice) {
+        if (advice == MADV_DONTFORK || advice == MADV_DOFORK || advice == MADV_WIPEONFORK ||
+            advice == MADV_KEEPONFORK || advice == MADV_HUGEPAGE || advice == MADV_NOHUGEPAGE)
+                vmf_stale = true;
+}
+
+/* Read a whole /proc file into a growing scratch buffer. */
+static char *read_proc(const char *path, size_t *len) {
+        size_t size = 1 << 20;
+        for (;;) {
+                char *buf = rt_map_scratch(size);
+                if (!buf)
+                        return NULL;
+                int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path, O_RDONLY | O_CLOEXEC, 0);
+                if (fd < 0) {
+                        rt_unmap_scratch(buf, size);
+                        return NULL;
+                }
+                size_t o = 0;
+                long n;
+                while ((n = raw_syscall3(SYS_read, fd, (long) (buf + o), (long) (size - 1 - o))) > 0)
+                        o += (size_t) n;
+                raw_syscall1(SYS_close, fd);
+                if (o < size - 1) {
+                        buf[o] = 0;
+                        *len = o;
+                        return buf;
+                }
+                rt_unmap_scratch(buf, size);
+                size *= 4;
+        }
+}
+
+static uint32_t parse_vmflags(const char *p) {
+        uint32_t f = 0;
+        while (*p && *p != '\n') {
+                while (*p == ' ')
+                        p++;
+                char a = p[0], b = p[1];
+                if (a == 'g' && b == 'd') f |= IMG_RF_GROWSDOWN;
+                else if (a == 'n' && b == 'r') f |= IMG_RF_NORESERVE;
+                else if (a == 'h' && b == 'g') f |= IMG_RF_HUGEPAGE;
+                else if (a == 'n' && b == 'h') f |= IMG_RF_NOHUGEPAGE;
+                else if (a == 'd' && b == 'c') f |= IMG_RF_DONTFORK;
+                else if (a == 'w' && b == 'f') f |= IMG_RF_WIPEONFORK;
+                else if (a == 'd' && b == 'd') f |= IMG_RF_DONTDUMP;
+                else if (a == 'l' && b == 'o') f |= IMG_RF_LOCKED;
+                while (*p && *p != ' ' && *p != '\n')
+                        p++;
+        }
+        return f;
+}
+
+static int read_vmflags(void) {
+        size_t len;
+        char *buf = read_proc("/proc/self/smaps", &len);
+        if (!buf)
+                return -ENOMEM;
+        size_t count = 0;
+        for (const char *p = buf; (p = strstr(p, "\nVmFlags:")); p++)
+                count++;
+        vmf = rt_alloc(RT_ARENA_SCRATCH, (count + 2) * sizeof *vmf);
+        n_vmf = 0;
+        if (!vmf)
+                return -ENOMEM;
+        uint64_t start = 0, end = 0;
+        for (char *line = buf; line && *line;) {
+                char *nl = strchr(line, '\n');
+                if (!strncmp(line, "VmFlags:", 8)) {
+                        if (n_vmf < count + 2)
+                                vmf[n_vmf++] = (struct vmflags) { start, end, parse_vmflags(line + 8) };
+                } else if (line[0] != ' ' && strchr(line, '-') && (line[0] >= '0' && line[0] <= '9' ? 1 : (line[0] >= 'a' && line[0] <= 'f'))) {
+                        char *dash;
+                        uint64_t s = strtoull(line, &dash, 16);
+                        if (*dash == '-') {
+                                start = s;
+                                end = strtoull(dash + 1, NULL, 16);
+                        }
+                }
+                line = nl ? nl + 1 : NULL;
+        }
+        vmf_stale = false;
+        return 0;
+}
+
+static uint32_t vmflags_of(uint64_t start, uint64_t end) {
+        for (size_t i = 0; i < n_vmf; i++)
+                if (vmf[i].start == start && vmf[i].end == end)
+                        return vmf[i].flags;
+        /* Split or merged since the read: take the flags of what contained it. */
+        for (size_t i = 0; i < n_vmf; i++)
+                if (vmf[i].start <= start && end <= vmf[i].end)
+                        return vmf[i].flags;
+        return 0;
+}
+
+static const struct crc_entry *crc_lookup(const struct stat *st) {
+        for (uint32_t i = 0; i < n_crc_cache; i++) {
+                const struct crc_entry *e = &crc_cache[i];
+                if (e->dev == st->st_dev && e->ino == st->st_ino && e->size == (uint64_t) st->st_size &&
+                    e->mtime_sec == st->st_mtim.tv_sec && e->mtime_nsec == (uint32_t) st->st_mtim.tv_nsec)
+                        return e;
+        }
+        return NULL;
+}
+
+static int file_crc(const char *path, const struct stat *st, uint32_t *crc) {
+        const struct crc_entry *e = crc_lookup(st);
+        if (e) {
+                *crc = e->crc;
+                return 0;
+        }
+        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0)
+                return fd;
+        size_t bufsize = 1 << 20;
+        uint8_t *buf = rt_map_scratch(bufsize);
+        if (!buf) {
+                raw_syscall1(SYS_close, fd);
+                return -ENOMEM;
+        }
+        uLong c = crc32(0, NULL, 0);
+        long n;
+        while ((n = raw_syscall3(SYS_read, fd, (long) buf, (long) bufsize)) > 0)
+                c = crc32(c, buf, (uInt) n);
+        raw_syscall1(SYS_close, fd);
+        rt_unmap_scratch(buf, bufsize);
+        if (n < 0)
+                return (int) n;
+        *crc = (uint32_t) c;
+        struct crc_entry ne = { st->st_dev, st->st_ino, (uint64_t) st->st_size, st->st_mtim.tv_sec,
+                                (uint32_t) st->st_mtim.tv_nsec, (uint32_t) c };
+        if (n_crc_cache < CRC_CACHE)
+                crc_cache[n_crc_cache++] = ne;
+        else
+                crc_cache[ne.ino % CRC_CACHE] = ne;
+        return 0;
+}
+
+struct maps_line {
+        uint64_t start, end, pgoff, ino;
+        uint32_t prot;
+        bool shared;
+        unsigned dev_major, dev_minor;
+        const char *name;               /* NUL-terminated in place */
+};
+
+/* Parse one line of /proc/self/maps in place. */
+static bool parse_maps_line(char *line, struct maps_line *m) {
+        char *p = line, *end;
+        m->start = strtoull(p, &end, 16);
+        if (*end != '-')
+                return false;
+        m->end = strtoull(end + 1, &p, 16);
+        if (*p++ != ' ' || strlen(p) < 5)
+                return false;
+        m->prot = (p[0] == 'r' ? PROT_READ : 0) | (p[1] == 'w' ? PROT_WRITE : 0) | (p[2] == 'x' ? PROT_EXEC : 0);
+        m->shared = p[3] == 's';
+        p += 5;
+        m->pgoff = strtoull(p, &end, 16);
+        p = end + 1;
+        m->dev_major = (unsigned) strtoul(p, &end, 16);
+        m->dev_minor = *end == ':' ? (unsigned) strtoul(end + 1, &end, 16) : 0;
+        p = end;
+        m->ino = strtoull(p, &end, 10);
+        p = end;
+        while (*p == ' ')
+                p++;
+        m->name = p;
+        return true;
+}
+
+/* Does the path still name the file that is mapped? */
+static bool path_is_mapped_file(const struct maps_line *m, struct stat *st) {
+        if (stat(m->name, st) < 0)
+                return false;
+        if (st->st_ino == m->ino && st->st_dev == makedev(m->dev_major, m->dev_minor))
+                return true;
+        /* Overlay filesystems show the lower file in maps: compare through
+         * the mapping itself. */
+        char mf[96];
+        struct stat st2;
+        snprintf(mf, sizeof mf, "/proc/self/map_files/%llx-%llx", (unsigned long long) m->start,
+                 (unsigned long long) m->end);
+        return stat(mf, &st2) == 0 && st2.st_ino == st->st_ino && st2.st_dev == st->st_dev;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+        size_t n = strlen(s), k = strlen(suffix);
+        return n >= k && !strcmp(s + n - k, suffix);
+}
+
+int rt_mem_presuspend(void) {
+        int r = read_vmflags();
+        if (r < 0)
+                return r;
+        /* Checksum mapped files now, while the program runs. */
+        size_t len;
+        char *buf = read_proc("/proc/self/maps", &len);
+        if (!buf)
+                return -ENOMEM;
+        for (char *line = buf; line && *line;) {
+                char *nl = strchr(line, '\n');
+                if (nl)
+                        *nl = 0;
+                struct maps_line m;
+                struct stat st;
+                uint32_t crc;
+                if (parse_maps_line(line, &m) && m.ino && m.name[0] == '/' && !m.shared &&
+                    !ends_with(m.name, " (deleted)") && path_is_mapped_file(&m, &st) && !crc_lookup(&st))
+                        (void) file_crc(m.name, &st, &crc);
+                line = nl ? nl + 1 : NULL;
+        }
+        return 0;
+}
+
+static bool in_image_ranges(uint64_t start, uint64_t end) {
+        for (uint32_t i = 0; i < rt.n_image_ranges; i++)
+                if (rt.image_ranges[i].start < end && start < rt.image_ranges[i].end)
+                        return true;
+        return false;
+}
+
+static int copy_region(struct rt_region *rg, size_t len, char *err, size_t errsize) {
+        rg->copy = rt_map_scratch(len);
+        if (!rg->copy) {
+                snprintf(err, errsize, "no memory to copy the shared region %llx-%llx",
+                         (unsigned long long) rg->r.start, (unsigned long long) rg->r.end);
+                return -ENOMEM;
+        }
+        bool unreadable = !(rg->r.prot & PROT_READ);
+        if (unreadable)
+                raw_syscall3(SYS_mprotect, (long) rg->r.start, (long) (rg->r.end - rg->r.start), PROT_READ);
+        memcpy(rg->copy, (void *) rg->r.start, len);
+        if (unreadable)
+                raw_syscall3(SYS_mprotect, (long) rg->r.start, (long) (rg->r.end - rg->r.start), rg->r.prot);
+        return 0;
+}
+
+/* Content length of a shared file mapping: pages past EOF cannot be read. */
+static size_t shared_file_len(const struct rt_region *rg, uint64_t file_size) {
+        uint64_t len = rg->r.end - rg->r.start;
+        if (file_size <= rg->r.pgoff)
+                return 0;
+        return (size_t) MIN(len, ALIGN_UP(file_size - rg->r.pgoff, PAGE_SZ));
+}
+
+int rt_mem_capture(bool cow, char *err, size_t errsize) {
+        if (vmf_stale)
+                read_vmflags();
+        size_t len;
+        char *buf = read_proc("/proc/self/maps", &len);
+        if (!buf) {
+                snprintf(err, errsize, "cannot read /proc/self/maps");
+                return -ENOMEM;
+        }
+        size_t lines = 0;
+        for (const char *p = buf; *p; p++)
+                lines += *p == '\n';
+        rt_cap->regions = rt_alloc(RT_ARENA_SCRATCH, (lines + 1) * sizeof(struct rt_region));
+        if (!rt_cap->regions)
+                return -ENOMEM;
+        rt_cap->n_regions = 0;
+
+        for (char *line = buf; line && *line;) {
+                char *nl = strchr(line, '\n');
+                if (nl)
+                        *nl = 0;
+                struct maps_line m;
+                if (!parse_maps_line(line, &m)) {
+                        line = nl ? nl + 1 : NULL;
+                        continue;
+                }
+                line = nl ? nl + 1 : NULL;
+                if (!strcmp(m.name, "[vsyscall]") || rt_is_scratch(m.start, m.end))
+                        continue;
+                struct rt_region *rg = &rt_cap->regions[rt_cap->n_regions];
+                memset(rg, 0, sizeof *rg);
+                rg->r.start = m.start;
+                rg->r.end = m.end;
+                rg->r.prot = m.prot;
+                rg->r.pgoff = m.pgoff;
+                rg->r.file = IMG_NONE;
+                rg->dev = makedev(m.dev_major, m.dev_minor);
+                rg->ino = m.ino;
+                rg->r.flags = vmflags_of(m.start, m.end);
+                const char *name = m.name;
+                struct stat st;
+
+                if (!strcmp(name, "[vdso]"))
+                        rg->r.kind = IMG_RK_VDSO;
+                else if (!strncmp(name, "[vvar", 5))
+                        rg->r.kind = IMG_RK_VVAR;
+                else if (m.ino == 0 || (rt.image_ino && m.ino == rt.image_ino && in_image_ranges(m.start, m.end))) {
+                        rg->r.kind = m.shared ? IMG_RK_ANON_SHARED : IMG_RK_ANON;
+                        rg->image_backed = m.ino != 0;
+                        if (rg->image_backed)
+                                rg->r.flags |= IMG_RF_FULL;
+                        if (!strcmp(name, "[heap]"))
+                                rg->r.flags |= IMG_RF_HEAP;
+                        if (!strcmp(name, "[stack]"))
+                                rg->r.flags |= IMG_RF_STACK | IMG_RF_GROWSDOWN;
+                        if (rg->image_backed)
+                                name = "";
+                } else if (!strncmp(name, "/dev/zero", 9) && m.shared) {
+                        rg->r.kind = IMG_RK_ANON_SHARED;
+                } else if (!strncmp(name, "/SYSV", 5) || !strncmp(name, "/memfd:", 7) ||
+                           (m.shared && !strncmp(name, "/dev/shm/", 9))) {
+                        snprintf(err, errsize, "memory at %llx-%llx is %s shared memory (%s), which cannot be checkpointed",
+                                 (unsigned long long) m.start, (unsigned long long) m.end,
+                                 !strncmp(name, "/SYSV", 5) ? "System V" : !strncmp(name, "/memfd:", 7) ? "memfd" : "POSIX",
+                                 name);
+                        return -EOPNOTSUPP;
+                } else if (name[0] == '/' && !ends_with(name, " (deleted)") && path_is_mapped_file(&m, &st)) {
+                        rg->r.kind = m.shared ? IMG_RK_FILE_SHARED : IMG_RK_FILE_PRIVATE;
+                        int idx = rt_file_add(st.st_dev, st.st_ino, name, 0, &st);
+                        if (idx < 0)
+                                return idx;
+                        struct rt_file *f = &rt_cap->files[idx];
+                        uint32_t crc;
+                        if (!m.shared && !(f->f.flags & IMG_FF_CRC)) {
+                                const struct crc_entry *e = crc_lookup(&st);
+                                if (e || file_crc(name, &st, &crc) == 0) {
+                                        f->f.crc = e ? e->crc : crc;
+                                        f->f.flags |= IMG_FF_CRC;
+                                }
+                        }
+                        rg->r.file = (uint32_t) idx;
+                        if (rt.cfg.ckpt_libraries && !m.shared)
+                                rg->r.flags |= IMG_RF_FULL;
+                } else if (!m.shared) {
+                        /* A private map of a file that is gone or replaced: its
+                         * pages are all we have. */
+                        rg->r.kind = IMG_RK_ANON;
+                        rg->r.flags |= IMG_RF_FULL;
+                } else {
+                        snprintf(err, errsize, "memory at %llx-%llx is a shared map of %s, which no longer exists",
+                                 (unsigned long long) m.start, (unsigned long long) m.end, name);
+                        return -EOPNOTSUPP;
+                }
+                rg->name = rt_alloc(RT_ARENA_SCRATCH, strlen(name) + 1);
+                if (!rg->name)
+                        return -ENOMEM;
+                memcpy((char *) rg->name, name, strlen(name) + 1);
+                rg->r.name_len = (uint32_t) strlen(name);
+                rt_cap->n_regions++;
+
+                /* What fork will not preserve must be copied during the pause. */
+                if (cow) {
+                        size_t clen = 0;
+                        bool shared = rg->r.kind == IMG_RK_ANON_SHARED || rg->r.kind == IMG_RK_FILE_SHARED;
+                        bool fork_loses = rg->r.flags & (IMG_RF_DONTFORK | IMG_RF_WIPEONFORK);
+                        if (rg->r.kind == IMG_RK_FILE_SHARED)
+                                clen = shared_file_len(rg, rt_cap->files[rg->r.file].f.size);
+                        else if (shared || fork_loses)
+                                clen = rg->r.end - rg->r.start;
+                        if ((shared || fork_loses) && clen && rg->r.kind != IMG_RK_VDSO && rg->r.kind != IMG_RK_VVAR) {
+                                int r = copy_region(rg, clen, err, errsize);
+                                if (r < 0)
+                                        return r;
+                        }
+                }
+        }
+        return 0;
+}

@@ -1,0 +1,157 @@
+/* The runtime's side of a restart. The restorer has rebuilt the address
+ * space and the threads; every user thread is parked in the checkpoint
+ * signal handler and this (checkpoint) thread has returned a second time
+ * from its rt_ctx_save. Here: take the hand-off from the restart tool,
+ * restore what is not memory (signal handlers, descriptors, cwd, limits,
+ * timers), rejoin a coordinator, pass the restart phases, and let the
+ * program go. A failure before the program runs ends the process with
+ * DMTCP_FAIL_RC and a message: the program never runs half restored. */
+#include <fcntl.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "client.h"
+#include "raw-syscall.h"
+#include "rt.h"
+#include "util.h"
+
+
+static int status_fd = -1;
+
+static _Noreturn void restart_fail(const char *fmt, ...) _printf_(1, 2);
+static _Noreturn void restart_fail(const char *fmt, ...) {
+        char msg[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        log_format(msg, sizeof msg, 0, fmt, ap);
+        va_end(ap);
+        rt_error("restart failed: %s", msg);
+        if (status_fd >= 0) {
+                char line[1100];
+                int n = snprintf(line, sizeof line, "E%s\n", msg);
+                raw_syscall3(SYS_write, status_fd, (long) line, n);
+        }
+        raw_syscall1(SYS_exit_group, rt.cfg.fail_rc ? rt.cfg.fail_rc : DMTCP_DEFAULT_FAIL_RC);
+        __builtin_unreachable();
+}
+
+/* Wait for PHASE_GO(phase) during a restart. */
+static void wait_rst_go(int phase) {
+        for (;;) {
+                struct proto_msg m;
+                int r = proto_recv(rt.coord_fd, &m, -1);
+                if (r < 0)
+                        restart_fail("lost the coordinator during the restart (%s)", strerror(-r));
+                if (m.type == PROTO_PHASE_GO && m.u.phase_go.phase == phase)
+                        return;
+                if (m.type == PROTO_KILL)
+                        restart_fail("the coordinator gave up on this restart (a process of the computation did not join)");
+        }
+}
+
+static void send_rst_done(int phase) {
+        struct proto_msg m;
+        proto_init(&m, PROTO_PHASE_DONE);
+        m.u.phase_done.generation = rt.generation;
+        m.u.phase_done.phase = (uint8_t) phase;
+        if (proto_send(rt.coord_fd, &m) < 0)
+                restart_fail("lost the coordinator during the restart");
+}
+
+void rt_restart_main(const struct proto_ckpt_begin *begin) {
+        rt_thread_restore_self(&rt.ckpt_thread);
+        rt_ckpt_thread_block_signals();
+        rt.pid = (pid_t) raw_getpid();
+        rt.ckpt_tid = (pid_t) raw_gettid();
+        rt_alloc_after_restart();
+
+        /* Take what we need from the hand-off before its memory goes away. */
+        struct rst_incoming *in = rt_incoming;
+        if (!in || in->magic != RST_INCOMING_MAGIC || in->version != RST_INCOMING_VERSION)
+                restart_fail("the restart tool's hand-off is missing or of another version");
+        status_fd = in->status_fd;
+        if (status_fd >= 0)
+                rt_fd_set_private(status_fd, true);
+        rt.cfg.fail_rc = in->fail_rc;
+        rt.cfg.coord.kind = (enum coord_kind) in->coord_kind;
+        strscpy(rt.cfg.coord.host, in->coord_host, sizeof rt.cfg.coord.host);
+        rt.cfg.coord.port = in->coord_port;
+        strscpy(rt.cfg.coord.path, in->coord_path, sizeof rt.cfg.coord.path);
+        if (in->ckptdir[0])
+                strscpy(rt.cfg.ckptdir, in->ckptdir, sizeof rt.cfg.ckptdir);
+        if (in->flags & RST_F_INTERVAL_SET)
+                rt.cfg.interval = in->interval;
+        if (in->secret[0])
+                strscpy(rt.cfg.secret, in->secret, sizeof rt.cfg.secret);
+        rt.n_image_ranges = MIN(in->n_image_ranges, (uint32_t) RST_MAX_IMAGE_RANGES);
+        memcpy(rt.image_ranges, in->image_ranges, rt.n_image_ranges * sizeof(struct rst_range));
+        rt.image_dev = in->image_dev;
+        rt.image_ino = in->image_ino;
+        char gen_dir[PATH_MAX];
+        strscpy(gen_dir, in->gen_dir, sizeof gen_dir);
+        uint64_t boot_addr = in->bootstrap_addr, boot_len = in->bootstrap_len;
+        uint64_t t_start = in->restart_start_usec;
+
+        /* Process state that is not memory. */
+        rt_signals_restore();
+        rt_proc_restore();
+        char err[1024] = "";
+        rt.coord_fd = -1;
+        if (rt_fds_restore(err, sizeof err) < 0)
+                restart_fail("%s", err);
+        for (uint32_t i = 0; i < in->n_file_fds && i < RST_MAX_FILE_FDS; i++)
+                raw_syscall1(SYS_close, in->file_fds[i].fd);
+
+        /* Rejoin a coordinator as a member of this checkpoint. */
+        struct proto_hello h;
+        memset(&h, 0, sizeof h);
+        hello_fill_self(&h, PROTO_ROLE_RESTART, rt.cfg.program);
+        h.pid = (uint32_t) rt.pid;
+        h.generation = begin->generation;
+        h.members = begin->members;
+        strscpy(h.upid, rt.cfg.upid, sizeof h.upid);
+        strscpy(h.comp_id, begin->comp_id, sizeof h.comp_id);
+        strscpy(h.ckptdir, gen_dir, sizeof h.ckptdir);
+        strscpy(h.secret, rt.cfg.secret, sizeof h.secret);
+        strscpy(h.job, rt.cfg.job, sizeof h.job);
+        h.interval = rt.cfg.interval;
+        char reason[256] = "", where[300];
+        int fd = coord_join(&rt.cfg.coord, &h, 30000, NULL, reason, sizeof reason);
+        if (fd < 0) {
+                coord_addr_describe(&rt.cfg.coord, where, sizeof where);
+                if (reason[0])
+                        restart_fail("the coordinator at %s refused the restart: %s", where, reason);
+                restart_fail("cannot reach the coordinator at %s: %s", where, strerror(-fd));
+        }
+        rt.coord_fd = rt_fd_move_private(fd);
+        strscpy(rt.cfg.comp_id, begin->comp_id, sizeof rt.cfg.comp_id);
+
+        wait_rst_go(PROTO_PH_RST_JOIN);
+        send_rst_done(PROTO_PH_RST_RESTORE);
+        wait_rst_go(PROTO_PH_RST_RESTORE);
+        send_rst_done(PROTO_PH_RST_CONNECT);
+        wait_rst_go(PROTO_PH_RST_CONNECT);
+        send_rst_done(PROTO_PH_RST_REFILL);
+        wait_rst_go(PROTO_PH_RST_REFILL);
+
+        /* Every thread is parked; nobody runs on the restorer's memory. */
+        rt_incoming = NULL;
+        if (boot_addr && boot_len)
+                raw_syscall2(SYS_munmap, (long) boot_addr, (long) boot_len);
+
+        rt_signals_rearm_timers();
+        rt_raise_pending();
+        if (status_fd >= 0) {
+                char line[64];
+                int n = snprintf(line, sizeof line, "R%llu\n",
+                                 (unsigned long long) (t_start ? now_usec(CLOCK_MONOTONIC) - t_start : 0));
+                raw_syscall3(SYS_write, status_fd, (long) line, n);
+                raw_syscall1(SYS_close, status_fd);
+                rt_fd_set_private(status_fd, false);
+                status_fd = -1;
+        }
+        rt.restart_count++;
+        rt_threads_resume();
+        send_rst_done(PROTO_PH_RST_RESUME);
+}

@@ -1,0 +1,212 @@
+/* The runtime injected into checkpointed programs (libdmtcp.so).
+ *
+ * Rules for all code in preload/:
+ *  - Between checkpoints the runtime costs nothing: no wrappers on hot paths.
+ *  - While user threads are suspended, any of them may hold a libc lock
+ *    (malloc, stdio, the dynamic loader). The checkpoint thread then uses only
+ *    raw system calls, the runtime's own arenas (alloc.c) and code that takes
+ *    no lock. Functions that may run there say "suspended-safe".
+ *  - The snapshot child (COW checkpoint) is a raw clone of that moment:
+ *    same rules, forever.
+ *  - Memory the runtime must find again after a restart lives in its static
+ *    data or the state arena; scratch buffers are never saved. */
+#pragma once
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <limits.h>
+#include <sys/types.h>
+
+#include "env.h"
+#include "img.h"
+#include "log.h"
+#include "macro.h"
+#include "proto.h"
+#include "rst-abi.h"
+
+#define RT_MAX_THREADS 4096
+#define RT_MAX_EXTERNAL_FDS 256
+#define RT_FD_BASE 900             /* runtime's own descriptors live at or above this */
+
+enum rt_thread_state {
+        RT_TS_FREE = 0,
+        RT_TS_RUNNING,             /* known, not asked to stop */
+        RT_TS_SIGNALED,            /* checkpoint signal sent */
+        RT_TS_STOPPING,            /* in the handler, saving its state */
+        RT_TS_SUSPENDED,           /* parked in the handler, context saved */
+};
+
+struct rt_thread {
+        _Atomic uint32_t state;
+        uint32_t tid;
+        uint32_t scan;             /* last scan that saw it */
+        uint32_t restored;         /* resumed in a restored process */
+        struct rt_ctx ctx;
+        struct img_thread info;
+};
+
+struct rt_external_fd {
+        int fd;
+        uint64_t dev, ino;
+};
+
+struct rt_config {
+        struct coord_addr coord;
+        char ckptdir[PATH_MAX];
+        char job[PROTO_JOB_MAX + 1];
+        char program[PROTO_NAME_MAX + 1];
+        char upid[PROTO_ID_MAX + 1];
+        char comp_id[PROTO_ID_MAX + 1];
+        char secret[PROTO_ID_MAX + 1];
+        uint32_t interval;
+        int sigckpt;
+        int fail_rc;
+        bool gzip;
+        bool cow;
+        bool ckpt_libraries;
+        bool quiet;
+};
+
+/* The application's view of the checkpoint signal (it is hidden from it). */
+struct rt_virt_signal {
+        struct sigaction act;      /* what the program installed for sigckpt */
+        bool installed;
+};
+
+struct rt_state {
+        struct rt_config cfg;
+        int coord_fd;
+        pid_t pid;
+        pid_t ckpt_tid;
+        _Atomic uint32_t release_seq;   /* parked threads wait for this to change */
+        _Atomic uint32_t n_suspended;   /* futex: threads that reached the park */
+        struct rt_thread threads[RT_MAX_THREADS];
+        uint32_t n_threads;             /* high-water mark in threads[] */
+        uint32_t scan_seq;
+        struct rt_external_fd external[RT_MAX_EXTERNAL_FDS];
+        uint32_t n_external;
+        uint64_t generation;            /* of the checkpoint in progress / last done */
+        uint32_t members;               /* processes in that checkpoint */
+        uint64_t ckpt_count, restart_count;
+        struct rt_thread ckpt_thread;   /* the checkpoint thread's own record */
+        struct rt_virt_signal virt;
+        int seccomp_filters_at_launch;
+        /* Lazy restore: ranges mapped from an image file (see rst-abi.h). */
+        struct rst_range image_ranges[RST_MAX_IMAGE_RANGES];
+        uint32_t n_image_ranges;
+        uint64_t image_dev, image_ino;
+        bool initialized;
+};
+
+/* What a checkpoint captured while threads were suspended. Lives in the
+ * state arena, so the restored runtime finds fds, handlers, timers and
+ * process settings in its own memory; regions and files are only for the
+ * writer. */
+struct rt_fd {
+        struct img_fd d;
+        const char *path;
+};
+
+struct rt_file {
+        struct img_file f;
+        const char *path;
+        void *content;                  /* snapshot of a deleted file's bytes */
+};
+
+struct rt_region {
+        struct img_region r;
+        const char *name;
+        uint64_t dev, ino;              /* from /proc/self/maps */
+        void *copy;                     /* contents copied during the pause (COW) */
+        bool image_backed;              /* mapped from an image by a lazy restart */
+};
+
+struct rt_capture {
+        struct img_process proc;
+        char exe[PATH_MAX];
+        char cwd[PATH_MAX];
+        uint8_t auxv[2048];
+        size_t auxv_len;
+        struct img_sigaction sigactions[64];
+        struct img_timer *timers;
+        uint32_t n_timers;
+        struct rt_fd *fds;
+        uint32_t n_fds;
+        struct rt_region *regions;
+        uint32_t n_regions;
+        struct rt_file *files;
+        uint32_t n_files;
+};
+
+extern struct rt_state rt;
+extern struct rt_capture *rt_cap;
+extern struct rst_incoming *volatile rt_incoming;
+
+/* ctx.S */
+int rt_ctx_save(struct rt_ctx *ctx) __attribute__((returns_twice));
+
+/* alloc.c: two bump arenas. The state arena is saved with the image; the
+ * scratch arena and anything from rt_map_scratch never are. Both are reset
+ * at the start of each checkpoint. Suspended-safe. */
+enum rt_arena { RT_ARENA_STATE, RT_ARENA_SCRATCH };
+void *rt_alloc(enum rt_arena a, size_t size);
+void rt_arena_reset(enum rt_arena a);
+void *rt_map_scratch(size_t size);              /* page-aligned, zeroed, never saved */
+void rt_unmap_scratch(void *p, size_t size);
+bool rt_is_scratch(uint64_t start, uint64_t end); /* overlaps runtime-private memory */
+void rt_alloc_after_restart(void);               /* scratch mappings are gone */
+
+/* threads.c */
+int rt_threads_install_handler(void);
+int rt_threads_suspend(char *err, size_t errsize);
+void rt_threads_resume(void);
+void rt_thread_capture_self(struct rt_thread *t);  /* per-thread kernel state into t->info */
+void rt_thread_restore_self(struct rt_thread *t);  /* after restart, in that thread */
+struct rt_thread *rt_thread_slot(pid_t tid, bool create);
+void rt_threads_forget_all(void);
+void rt_raise_pending(void);                        /* after restart, before release */
+
+/* signals.c: virtualization of the checkpoint signal and save/restore of
+ * handlers, timers and pending signals. */
+void rt_signals_init(void);
+void rt_deliver_app_signal(int sig, siginfo_t *si, void *uc);
+int rt_signals_capture(char *err, size_t errsize);
+int rt_signals_restore(void);
+void rt_signals_rearm_timers(void);
+bool rt_sigckpt_is_app_blocked(void);
+
+/* procstate.c */
+int rt_proc_capture(struct img_process *p, char *exe, size_t exesize, char *cwd, size_t cwdsize,
+                    uint8_t *auxv, size_t *auxv_len, char *err, size_t errsize);
+int rt_proc_restore(void);
+
+/* fd.c */
+int rt_fds_record_external(void);
+int rt_fds_capture(char *err, size_t errsize);
+int rt_fds_restore(char *err, size_t errsize);
+bool rt_fd_is_private(int fd);
+int rt_fd_move_private(int fd);                    /* dup to >= RT_FD_BASE, CLOEXEC */
+void rt_fd_set_private(int fd, bool on);           /* hide one of our descriptors */
+
+/* mem.c */
+int rt_mem_presuspend(void);
+int rt_mem_capture(bool cow, char *err, size_t errsize);
+void rt_mem_note_madvise(int advice);
+
+/* restart.c: called in the checkpoint thread of a restored process */
+void rt_restart_main(const struct proto_ckpt_begin *begin);
+
+/* init.c */
+int rt_coord_reconnect(void);
+extern int (*rt_real_sigaction)(int, const struct sigaction *, struct sigaction *);
+
+/* ckpt.c: the checkpoint thread */
+int rt_ckpt_thread_start(void);
+void rt_ckpt_thread_block_signals(void);
+
+/* Logging from the runtime: "[dmtcp pid] message" on stderr, one write. */
+void rt_log(int level, const char *fmt, ...) _printf_(2, 3);
+#define rt_error(...) rt_log(LOG_ERR, __VA_ARGS__)
+#define rt_warn(...) rt_log(LOG_WARNING, __VA_ARGS__)
+#define rt_info(...) rt_log(LOG_INFO, __VA_ARGS__)
+#define rt_debug(...) rt_log(LOG_DEBUG, __VA_ARGS__)

@@ -1,0 +1,438 @@
+/* Signals: the checkpoint signal is hidden from the program, which may still
+ * use that signal number itself (its handler and blocked state for it are
+ * kept here, virtually); and the process's signal state (handlers, interval
+ * timers, POSIX timers, pending signals) is captured and restored.
+ *
+ * Wrapped: sigaction, signal, sigset, sigprocmask, pthread_sigmask,
+ * sigsuspend, sigwait*, pselect, ppoll, epoll_pwait*. None is on a hot path.
+ * glibc's own internal calls bypass these wrappers; they never touch the
+ * checkpoint signal. */
+#include <dlfcn.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "raw-syscall.h"
+#include "rt.h"
+#include "util.h"
+
+int (*rt_real_sigaction)(int, const struct sigaction *, struct sigaction *);
+static int (*real_sigprocmask)(int, const sigset_t *, sigset_t *);
+static int (*real_pthread_sigmask)(int, const sigset_t *, sigset_t *);
+static int (*real_sigsuspend)(const sigset_t *);
+static int (*real_sigwait)(const sigset_t *, int *);
+static int (*real_sigwaitinfo)(const sigset_t *, siginfo_t *);
+static int (*real_sigtimedwait)(const sigset_t *, siginfo_t *, const struct timespec *);
+static int (*real_pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
+static int (*real_ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+static int (*real_epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+static int (*real_epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+
+/* The program's view of the checkpoint signal in this thread: blocked or not.
+ * initial-exec TLS: the runtime is loaded at start-up, so its TLS is static. */
+static __thread int app_blocked __attribute__((tls_model("initial-exec")));
+static _Atomic int app_pending;
+
+#define RESOLVE(var, name) \
+        do { var = (__typeof__(var)) dlsym(RTLD_NEXT, name); } while (0)
+
+void rt_signals_init(void) {
+        RESOLVE(rt_real_sigaction, "sigaction");
+        RESOLVE(real_sigprocmask, "sigprocmask");
+        RESOLVE(real_pthread_sigmask, "pthread_sigmask");
+        RESOLVE(real_sigsuspend, "sigsuspend");
+        RESOLVE(real_sigwait, "sigwait");
+        RESOLVE(real_sigwaitinfo, "sigwaitinfo");
+        RESOLVE(real_sigtimedwait, "sigtimedwait");
+        RESOLVE(real_pselect, "pselect");
+        RESOLVE(real_ppoll, "ppoll");
+        RESOLVE(real_epoll_pwait, "epoll_pwait");
+        RESOLVE(real_epoll_pwait2, "epoll_pwait2");
+}
+
+static bool is_ckpt(int sig) {
+        return rt.initialized && sig == rt.cfg.sigckpt;
+}
+
+/* A copy of set without the checkpoint signal, so it is never really blocked
+ * or waited for. Returns set itself when there is nothing to strip. */
+static const sigset_t *strip(const sigset_t *set, sigset_t *buf) {
+        if (!set || !rt.initialized || !sigismember(set, rt.cfg.sigckpt))
+                return set;
+        *buf = *set;
+        sigdelset(buf, rt.cfg.sigckpt);
+        return buf;
+}
+
+bool rt_sigckpt_is_app_blocked(void) {
+        return app_blocked;
+}
+
+/* Default action of a signal: does it terminate the process? */
+static bool default_terminates(int sig) {
+        return sig != SIGCHLD && sig != SIGCONT && sig != SIGURG && sig != SIGWINCH;
+}
+
+void rt_deliver_app_signal(int sig, siginfo_t *si, void *uc) {
+        if (app_blocked) {
+                atomic_store(&app_pending, 1);
+                return;
+        }
+        struct sigaction act = rt.virt.act;
+        if (!rt.virt.installed || act.sa_handler == SIG_DFL) {
+                if (!default_terminates(sig))
+                        return;
+                /* Die of this signal as the program would have. */
+                struct sigaction dfl = { .sa_handler = SIG_DFL };
+                rt_real_sigaction(sig, &dfl, NULL);
+                sigset_t one;
+                sigemptyset(&one);
+                sigaddset(&one, sig);
+                real_pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+                raw_syscall3(SYS_tgkill, raw_getpid(), raw_gettid(), sig);
+                return;
+        }
+        if (act.sa_handler == SIG_IGN)
+                return;
+        if (act.sa_flags & SA_RESETHAND) {
+                memset(&rt.virt.act, 0, sizeof rt.virt.act);
+                rt.virt.act.sa_handler = SIG_DFL;
+        }
+        /* Run the program's handler with the mask it asked for. */
+        sigset_t mask = ((ucontext_t *) uc)->uc_sigmask, old;
+        for (int s = 1; s < NSIG; s++)
+                if (sigismember(&act.sa_mask, s))
+                        sigaddset(&mask, s);
+        if (!(act.sa_flags & SA_NODEFER))
+                app_blocked = 1;
+        sigdelset(&mask, sig);
+        real_pthread_sigmask(SIG_SETMASK, &mask, &old);
+        if (act.sa_flags & SA_SIGINFO)
+                act.sa_sigaction(sig, si, uc);
+        else
+                act.sa_handler(sig);
+        real_pthread_sigmask(SIG_SETMASK, &old, NULL);
+        app_blocked = 0;
+}
+
+static void deliver_pending_if_unblocked(void) {
+        if (!app_blocked && atomic_exchange(&app_pending, 0))
+                raw_syscall3(SYS_tgkill, raw_getpid(), raw_gettid(), rt.cfg.sigckpt);
+}
+
+_public_ int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
+        if (!is_ckpt(sig))
+                return rt_real_sigaction(sig, act, old);
+        if (old) {
+                if (rt.virt.installed)
+                        *old = rt.virt.act;
+                else {
+                        memset(old, 0, sizeof *old);
+                        old->sa_handler = SIG_DFL;
+                }
+        }
+        if (act) {
+                rt.virt.act = *act;
+                rt.virt.installed = true;
+        }
+        return 0;
+}
+
+static sighandler_t set_handler(int sig, sighandler_t h, int flags) {
+        struct sigaction sa = { 0 }, old;
+        sa.sa_handler = h;
+        sa.sa_flags = flags;
+        if (sigaction(sig, &sa, &old) < 0)
+                return SIG_ERR;
+        return old.sa_handler;
+}
+
+_public_ sighandler_t signal(int sig, sighandler_t h) {
+        if (!is_ckpt(sig)) {
+                static sighandler_t (*real_signal)(int, sighandler_t);
+                if (!real_signal)
+                        RESOLVE(real_signal, "signal");
+                return real_signal(sig, h);
+        }
+        return set_handler(sig, h, SA_RESTART);
+}
+
+_public_ sighandler_t sigset(int sig, sighandler_t h) {
+        if (!is_ckpt(sig)) {
+                static sighandler_t (*real_sigset)(int, sighandler_t);
+                if (!real_sigset)
+                        RESOLVE(real_sigset, "sigset");
+                return real_sigset(sig, h);
+        }
+        return set_handler(sig, h, 0);
+}
+
+static int mask_common(int (*real)(int, const sigset_t *, sigset_t *), int how, const sigset_t *set,
+                       sigset_t *old) {
+        int was_blocked = app_blocked;
+        sigset_t buf;
+        const sigset_t *s = strip(set, &buf);
+        int r = real(how, s, old);
+        if (r != 0)
+                return r;
+        if (rt.initialized) {
+                int sig = rt.cfg.sigckpt;
+                if (old) {
+                        if (was_blocked)
+                                sigaddset(old, sig);
+                        else
+                                sigdelset(old, sig);
+                }
+                if (set) {
+                        bool in = sigismember(set, sig);
+                        if (how == SIG_BLOCK && in)
+                                app_blocked = 1;
+                        else if (how == SIG_UNBLOCK && in)
+                                app_blocked = 0;
+                        else if (how == SIG_SETMASK)
+                                app_blocked = in;
+                }
+                deliver_pending_if_unblocked();
+        }
+        return 0;
+}
+
+_public_ int sigprocmask(int how, const sigset_t *set, sigset_t *old) {
+        return mask_common(real_sigprocmask, how, set, old);
+}
+
+_public_ int pthread_sigmask(int how, const sigset_t *set, sigset_t *old) {
+        return mask_common(real_pthread_sigmask, how, set, old);
+}
+
+_public_ int sigsuspend(const sigset_t *mask) {
+        sigset_t buf;
+        return real_sigsuspend(strip(mask, &buf));
+}
+
+_public_ int sigwait(const sigset_t *set, int *sig) {
+        sigset_t buf;
+        return real_sigwait(strip(set, &buf), sig);
+}
+
+_public_ int sigwaitinfo(const sigset_t *set, siginfo_t *info) {
+        sigset_t buf;
+        return real_sigwaitinfo(strip(set, &buf), info);
+}
+
+_public_ int sigtimedwait(const sigset_t *set, siginfo_t *info, const struct timespec *ts) {
+        sigset_t buf;
+        return real_sigtimedwait(strip(set, &buf), info, ts);
+}
+
+_public_ int pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct timespec *ts, const sigset_t *mask) {
+        sigset_t buf;
+        return real_pselect(n, r, w, e, ts, strip(mask, &buf));
+}
+
+_public_ int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask) {
+        sigset_t buf;
+        return real_ppoll(fds, n, ts, strip(mask, &buf));
+}
+
+_public_ int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask) {
+        sigset_t buf;
+        return real_epoll_pwait(epfd, ev, max, timeout, strip(mask, &buf));
+}
+
+_public_ int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *ts, const sigset_t *mask) {
+        sigset_t buf;
+        return real_epoll_pwait2(epfd, ev, max, ts, strip(mask, &buf));
+}
+
+/* --- capture and restore ------------------------------------------------ */
+
+static uint64_t ts_ns(const struct timespec *t) {
+        return (uint64_t) t->tv_sec * 1000000000ULL + (uint64_t) t->tv_nsec;
+}
+
+static struct timespec ns_ts(int64_t ns) {
+        return (struct timespec) { .tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL };
+}
+
+/* /proc/self/timers: "ID: n", "signal: sig/sival", "notify: signal/pid.N |
+ * thread/tid.N | none/...", "ClockID: c". */
+static int capture_posix_timers(char *err, size_t errsize) {
+        static char buf[256 * 1024];
+        ssize_t n = read_small_file("/proc/self/timers", buf, sizeof buf);
+        if (n == -ENOENT) {
+                rt_cap->n_timers = 0;
+                return 0;
+        }
+        if (n < 0) {
+                snprintf(err, errsize, "cannot read /proc/self/timers: %s", strerror((int) -n));
+                return (int) n;
+        }
+        uint32_t count = 0;
+        for (const char *p = buf; (p = strstr(p, "ID: ")); p++)
+                count++;
+        rt_cap->timers = rt_alloc(RT_ARENA_STATE, (count + 1) * sizeof(struct img_timer));
+        if (!rt_cap->timers)
+                return -ENOMEM;
+        rt_cap->n_timers = 0;
+        const char *p = buf;
+        while ((p = strstr(p, "ID: "))) {
+                struct img_timer *t = &rt_cap->timers[rt_cap->n_timers];
+                memset(t, 0, sizeof *t);
+                t->id = (int32_t) strtol(p + 4, NULL, 10);
+                const char *q = strstr(p, "signal: ");
+                if (q) {
+                        char *end;
+                        t->signo = (int32_t) strtol(q + 8, &end, 10);
+                        if (*end == '/')
+                                t->sigval = strtoull(end + 1, NULL, 16);
+                }
+                q = strstr(p, "notify: ");
+                if (q) {
+                        q += 8;
+                        if (!strncmp(q, "thread/tid.", 11)) {
+                                t->notify = SIGEV_THREAD_ID;
+                                t->notify_tid = (int32_t) strtol(q + 11, NULL, 10);
+                        } else if (!strncmp(q, "signal/", 7))
+                                t->notify = SIGEV_SIGNAL;
+                        else
+                                t->notify = SIGEV_NONE;
+                }
+                q = strstr(p, "ClockID: ");
+                if (q)
+                        t->clock = (int32_t) strtol(q + 9, NULL, 10);
+                struct itimerspec its;
+                if (raw_syscall2(SYS_timer_gettime, t->id, (long) &its) == 0) {
+                        t->interval_ns = (int64_t) ts_ns(&its.it_interval);
+                        t->value_ns = (int64_t) ts_ns(&its.it_value);
+                }
+                long ov = raw_syscall1(SYS_timer_getoverrun, t->id);
+                t->overrun = ov > 0 ? (int32_t) ov : 0;
+                rt_cap->n_timers++;
+                p += 4;
+        }
+        return 0;
+}
+
+int rt_signals_capture(char *err, size_t errsize) {
+        for (int sig = 1; sig <= 64; sig++) {
+                struct img_sigaction *k = &rt_cap->sigactions[sig - 1];
+                memset(k, 0, sizeof *k);
+                if (sig == SIGKILL || sig == SIGSTOP)
+                        continue;
+                long r = raw_syscall4(SYS_rt_sigaction, sig, 0, (long) k, 8);
+                if (r < 0 && r != -EINVAL) {
+                        snprintf(err, errsize, "cannot read the handler of signal %d: %s", sig, strerror((int) -r));
+                        return (int) r;
+                }
+        }
+        for (int w = 0; w < 3; w++) {
+                struct itimerval it;
+                raw_syscall2(SYS_getitimer, w, (long) &it);
+                rt_cap->proc.itimer[w][0] = (uint64_t) it.it_interval.tv_sec;
+                rt_cap->proc.itimer[w][1] = (uint64_t) it.it_interval.tv_usec;
+                rt_cap->proc.itimer[w][2] = (uint64_t) it.it_value.tv_sec;
+                rt_cap->proc.itimer[w][3] = (uint64_t) it.it_value.tv_usec;
+        }
+        char status[8192];
+        if (read_small_file("/proc/self/status", status, sizeof status) > 0) {
+                const char *p = strstr(status, "\nShdPnd:");
+                if (p)
+                        rt_cap->proc.shared_pending = strtoull(p + 8, NULL, 16);
+        }
+        /* Thread-private pending signals. */
+        for (uint32_t i = 0; i < rt.n_threads; i++) {
+                struct rt_thread *t = &rt.threads[i];
+                if (atomic_load(&t->state) != RT_TS_SUSPENDED)
+                        continue;
+                char path[64];
+                snprintf(path, sizeof path, "/proc/self/task/%u/status", t->tid);
+                if (read_small_file(path, status, sizeof status) > 0) {
+                        const char *p = strstr(status, "\nSigPnd:");
+                        if (p)
+                                t->info.sigpending = strtoull(p + 8, NULL, 16);
+                }
+        }
+        return capture_posix_timers(err, errsize);
+}
+
+/* Handlers first (a restored timer may fire at once), then timers. */
+int rt_signals_restore(void) {
+        for (int sig = 1; sig <= 64; sig++) {
+                if (sig == SIGKILL || sig == SIGSTOP)
+                        continue;
+                const struct img_sigaction *k = &rt_cap->sigactions[sig - 1];
+                long r = raw_syscall4(SYS_rt_sigaction, sig, (long) k, 0, 8);
+                if (r < 0 && r != -EINVAL)
+                        rt_warn("cannot restore the handler of signal %d: %s", sig, strerror((int) -r));
+        }
+        return 0;
+}
+
+#ifndef PR_TIMER_CREATE_RESTORE_IDS
+#define PR_TIMER_CREATE_RESTORE_IDS 77
+#define PR_TIMER_CREATE_RESTORE_IDS_OFF 0
+#define PR_TIMER_CREATE_RESTORE_IDS_ON 1
+#endif
+
+struct k_sigevent {
+        uint64_t sival;
+        int32_t signo;
+        int32_t notify;
+        int32_t tid;
+        int32_t pad[11];
+};
+
+static long create_timer(const struct img_timer *t) {
+        struct k_sigevent sev = { .sival = t->sigval, .signo = t->signo, .notify = t->notify, .tid = t->notify_tid };
+        int id = t->id;
+        long r = raw_syscall3(SYS_timer_create, t->clock, (long) &sev, (long) &id);
+        return r < 0 ? r : id;
+}
+
+void rt_signals_rearm_timers(void) {
+        for (int w = 0; w < 3; w++) {
+                struct itimerval it = {
+                        .it_interval = { (time_t) rt_cap->proc.itimer[w][0], (suseconds_t) rt_cap->proc.itimer[w][1] },
+                        .it_value = { (time_t) rt_cap->proc.itimer[w][2], (suseconds_t) rt_cap->proc.itimer[w][3] },
+                };
+                if (it.it_value.tv_sec || it.it_value.tv_usec)
+                        raw_syscall3(SYS_setitimer, w, (long) &it, 0);
+        }
+        if (rt_cap->n_timers == 0)
+                return;
+        /* Recreate each POSIX timer under its old id: with the kernel's
+         * restore mode when it has one, else by creating timers until the
+         * kernel hands out the wanted id. */
+        bool restore_ids = raw_syscall5(SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_ON, 0, 0, 0) == 0;
+        for (uint32_t i = 0; i < rt_cap->n_timers; i++) {
+                const struct img_timer *t = &rt_cap->timers[i];
+                long id = create_timer(t);
+                if (!restore_ids) {
+                        int extra[64], n_extra = 0;
+                        while (id >= 0 && id != t->id && n_extra < 64) {
+                                extra[n_extra++] = (int) id;
+                                id = create_timer(t);
+                        }
+                        for (int k = 0; k < n_extra; k++)
+                                raw_syscall1(SYS_timer_delete, extra[k]);
+                }
+                if (id != t->id) {
+                        rt_warn("cannot recreate POSIX timer %d (got %ld)", t->id, id);
+                        if (id >= 0)
+                                raw_syscall1(SYS_timer_delete, id);
+                        continue;
+                }
+                struct itimerspec its = { .it_interval = ns_ts(t->interval_ns), .it_value = ns_ts(t->value_ns) };
+                if (t->value_ns)
+                        raw_syscall4(SYS_timer_settime, t->id, 0, (long) &its, 0);
+        }
+        if (restore_ids)
+                raw_syscall5(SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_OFF, 0, 0, 0);
+        for (int sig = 1; sig <= 64; sig++)
+                if ((rt_cap->proc.shared_pending & (1ULL << (sig - 1))) && sig != rt.cfg.sigckpt)
+                        raw_syscall2(SYS_kill, rt.pid, sig);
+}
