@@ -392,7 +392,6 @@ static void send_ckpt_begin(struct coord_state *s, uint64_t conn_or_all) {
 static void welcome_worker(struct coord_state *s, struct coord_member *m, const struct proto_hello *h) {
         if (!s->comp_id[0])
                 computation_begin(s, h);
-        bool was_empty = coord_state_n_members(s) == 0;
         m->pending = false;
         m->id = ++s->next_member_id;
         m->state = PROTO_MS_RUNNING;
@@ -407,7 +406,7 @@ static void welcome_worker(struct coord_state *s, struct coord_member *m, const 
                 m->state = PROTO_MS_CHECKPOINTING;
                 send_ckpt_begin(s, m->conn);
         }
-        if (was_empty && s->mode == COORD_MODE_IDLE)
+        if (s->mode == COORD_MODE_IDLE && !s->interval_deadline)
                 arm_interval(s);
 }
 

@@ -60,11 +60,16 @@ static int daemonize(int *ret_fd) {
         return 0;
 }
 
-static void daemon_ready(int fd) {
+/* Ready: detach from the starter's stdio, so that a caller reading our
+ * output (out=$(dmtcp_launch ...)) is not kept waiting by the daemon. stderr
+ * stays only when it is the journal stream. */
+static void daemon_ready(int fd, bool keep_stderr) {
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (null >= 0) {
                 dup2(null, STDIN_FILENO);
                 dup2(null, STDOUT_FILENO);
+                if (!keep_stderr)
+                        dup2(null, STDERR_FILENO);
                 if (null > STDERR_FILENO)
                         close(null);
         }
@@ -277,7 +282,7 @@ int main(int argc, char *argv[]) {
 
         coord_server_start(srv);
         if (ready_fd >= 0) {
-                daemon_ready(ready_fd);
+                daemon_ready(ready_fd, journal_stream_is_stderr());
                 ready_fd = -1;
         }
         r = sd_event_loop(e);
