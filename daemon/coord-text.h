@@ -1,0 +1,17 @@
+/* Formatting human-readable text into fixed buffers, where cutting an
+ * over-long message short is the intended behaviour (log lines, REJECT
+ * reasons, RESULT messages). Paths never go through this: they use checked
+ * snprintf and fail with -ENAMETOOLONG. */
+#pragma once
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "macro.h"
+
+static inline _printf_(3, 4) void text_printf(char *buf, size_t size, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, size, fmt, ap);
+        va_end(ap);
+}
