@@ -1,0 +1,545 @@
+/* The loader: runs in the child that will become the restored process, with
+ * its pid already the image's. Everything that can fail for a reason other
+ * than a bug happens here, before anything is destroyed: every block is read
+ * and its checksum verified while it is placed into staging memory (unless
+ * --lazy), files the image maps are opened and checked. Then it reports to
+ * dmtcp_restart, waits for the coordinator's address, builds the restorer's
+ * plan and jumps into the blob: the point of no return. */
+#include <fcntl.h>
+#include <linux/prctl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/rseq.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <zlib.h>
+
+#include "addr.h"
+#include "plan.h"
+#include "raw-syscall.h"
+#include "restart.h"
+#include "util.h"
+
+#define MAX_UNMAP 8192
+#define MAIN_STACK (256 * 1024)
+#define THREAD_STACK (16 * 1024)
+#define VDSO_STAGE (4 * 1024 * 1024)
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#ifndef RSEQ_SIG
+#define RSEQ_SIG 0x53053053
+#endif
+
+struct ops_vec {
+        struct plan_op *v;
+        size_t n, cap;
+};
+
+static int ops_add(struct ops_vec *o, struct plan_op op) {
+        if (o->n == o->cap) {
+                size_t ncap = o->cap ? o->cap * 2 : 1024;
+                struct plan_op *n = realloc(o->v, ncap * sizeof *n);
+                if (!n)
+                        return -ENOMEM;
+                o->v = n;
+                o->cap = ncap;
+        }
+        o->v[o->n++] = op;
+        return 0;
+}
+
+struct load_state {
+        struct rst_image *im;
+        uint64_t *staging;              /* per region: staging address, 0 = none */
+        _Atomic size_t next;
+        _Atomic int err;
+        size_t bad_block;
+        pthread_mutex_t lock;
+};
+
+static bool block_has_data(const struct img_block *b) {
+        return b->enc == IMG_ENC_RAW || b->enc == IMG_ENC_DEFLATE;
+}
+
+static void *load_worker(void *arg) {
+        struct load_state *ls = arg;
+        const struct img *img = &ls->im->img;
+        size_t scratch_size = IMG_BLOCK_MAX + IMG_BLOCK_MAX / 2 + PAGE_SZ;
+        void *scratch = mmap(NULL, scratch_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (scratch == MAP_FAILED) {
+                int zero = 0;
+                atomic_compare_exchange_strong(&ls->err, &zero, -ENOMEM);
+                return NULL;
+        }
+        for (;;) {
+                size_t i = atomic_fetch_add(&ls->next, 1);
+                if (i >= img->n_mem_blocks || atomic_load(&ls->err))
+                        break;
+                const struct img_block *b = &img->blocks[i];
+                if (!block_has_data(b) || !ls->staging[b->index])
+                        continue;
+                const struct img_region *rg = &img->regions[b->index].r;
+                void *dst = (void *) (ls->staging[b->index] + (b->addr - rg->start));
+                struct img_error e;
+                int r = img_read_block(ls->im->fd, b, dst, scratch, &e);
+                if (r < 0) {
+                        pthread_mutex_lock(&ls->lock);
+                        if (!atomic_load(&ls->err)) {
+                                atomic_store(&ls->err, r);
+                                ls->bad_block = i;
+                        }
+                        pthread_mutex_unlock(&ls->lock);
+                        break;
+                }
+        }
+        munmap(scratch, scratch_size);
+        return NULL;
+}
+
+static unsigned ncpus(void) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n < 1 ? 1 : n > 64 ? 64 : (unsigned) n;
+}
+
+/* Read every data block into its region's staging memory, verifying each. */
+static int load_blocks(struct load_state *ls, char *err, size_t errsize) {
+        unsigned n = ncpus();
+        pthread_t th[64];
+        unsigned started = 0;
+        for (unsigned i = 1; i < n; i++)
+                if (pthread_create(&th[started], NULL, load_worker, ls) == 0)
+                        started++;
+        load_worker(ls);
+        for (unsigned i = 0; i < started; i++)
+                pthread_join(th[i], NULL);
+        int r = atomic_load(&ls->err);
+        if (r < 0) {
+                const struct img_block *b = &ls->im->img.blocks[ls->bad_block];
+                snprintf(err, errsize, "corrupted data block at offset %llu (memory %llx)",
+                         (unsigned long long) b->file_off, (unsigned long long) b->addr);
+                return r == -ENOMEM ? r : -EBADMSG;
+        }
+        return 0;
+}
+
+/* Recreate each file that was deleted while open, as an unnamed file the
+ * runtime reopens through /proc/self/fd. */
+static int recreate_deleted(struct rst_image *im, struct rst_incoming *in, int min_fd, char *err, size_t errsize) {
+        const struct img *img = &im->img;
+        for (size_t i = 0; i < img->n_files; i++) {
+                const struct img_parsed_file *pf = &img->files[i];
+                if (!(pf->f.flags & IMG_FF_CONTENT))
+                        continue;
+                if (in->n_file_fds >= RST_MAX_FILE_FDS) {
+                        snprintf(err, errsize, "too many deleted files to recreate");
+                        return -E2BIG;
+                }
+                char dir[PATH_MAX];
+                strscpy(dir, pf->path.s, sizeof dir);
+                char *slash = strrchr(dir, '/');
+                if (slash && slash != dir)
+                        *slash = 0;
+                int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+                if (fd < 0) {
+                        const char *tmp = getenv("DMTCP_TMPDIR");
+                        fd = open(tmp && *tmp ? tmp : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+                }
+                if (fd < 0) {
+                        snprintf(err, errsize, "cannot recreate the deleted file %s: %m", pf->path.s);
+                        return -errno;
+                }
+                uint8_t *buf = malloc(IMG_BLOCK_MAX), *scratch = malloc(IMG_BLOCK_MAX * 2);
+                int r = buf && scratch ? 0 : -ENOMEM;
+                for (uint32_t k = 0; r == 0 && k < pf->n_blocks; k++) {
+                        const struct img_block *b = &img->blocks[pf->first_block + k];
+                        struct img_error e;
+                        r = img_read_block(im->fd, b, buf, scratch, &e);
+                        if (r == 0)
+                                r = pwrite_full(fd, buf, b->ulen, (off_t) b->addr);
+                }
+                free(buf);
+                free(scratch);
+                if (r == 0 && ftruncate(fd, (off_t) pf->f.size) < 0)
+                        r = -errno;
+                if (r < 0) {
+                        close(fd);
+                        snprintf(err, errsize, "cannot recreate the deleted file %s: %s", pf->path.s, strerror(-r));
+                        return r;
+                }
+                int nfd = fcntl(fd, F_DUPFD, min_fd);
+                close(fd);
+                if (nfd < 0)
+                        return -errno;
+                in->file_fds[in->n_file_fds++] = (struct rst_file_fd) { (uint32_t) i, nfd };
+        }
+        return 0;
+}
+
+struct special {
+        const char *name;
+        uint64_t start, end;
+};
+
+/* [vdso], [vvar], [vvar_vclock] of this process, to be moved to the image's. */
+static int find_specials(struct special *sp, size_t *n) {
+        FILE *f = fopen("/proc/self/maps", "re");
+        if (!f)
+                return -errno;
+        char line[512];
+        *n = 0;
+        while (fgets(line, sizeof line, f) && *n < 4) {
+                unsigned long long s, e;
+                char name[64] = "";
+                if (sscanf(line, "%llx-%llx %*s %*s %*s %*s %63s", &s, &e, name) < 2)
+                        continue;
+                if (!strcmp(name, "[vdso]") || !strcmp(name, "[vvar]") || !strcmp(name, "[vvar_vclock]")) {
+                        sp[*n] = (struct special) { !strcmp(name, "[vdso]") ? "[vdso]" :
+                                                    !strcmp(name, "[vvar]") ? "[vvar]" : "[vvar_vclock]", s, e };
+                        (*n)++;
+                }
+        }
+        fclose(f);
+        return 0;
+}
+
+static int open_region_file(const struct img *img, uint32_t file, int flags, int *fds, char *err, size_t errsize) {
+        if (fds[file] >= 0)
+                return fds[file];
+        const struct img_parsed_file *pf = &img->files[file];
+        int fd = open(pf->path.s, flags | O_CLOEXEC);
+        if (fd < 0 && (flags & O_ACCMODE) == O_RDWR)
+                fd = open(pf->path.s, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                snprintf(err, errsize, "the image maps %s, which cannot be opened: %m", pf->path.s);
+                return -errno;
+        }
+        fds[file] = fd;
+        return fd;
+}
+
+/* The plan's memory steps for one region. */
+static int plan_region(const struct img *img, size_t ri, uint64_t staging, int *fds, struct ops_vec *ops, char *err,
+                       size_t errsize) {
+        const struct img_parsed_region *pr = &img->regions[ri];
+        const struct img_region *rg = &pr->r;
+        uint64_t len = rg->end - rg->start;
+        int base_flags = (rg->flags & IMG_RF_NORESERVE ? MAP_NORESERVE : 0) | (rg->flags & IMG_RF_GROWSDOWN ? MAP_GROWSDOWN : 0);
+        bool has_data = false;
+        for (uint32_t k = 0; k < pr->n_blocks; k++)
+                has_data |= img->blocks[pr->first_block + k].enc != IMG_ENC_GUARD;
+        int r;
+        bool need_protect = false;
+        switch (rg->kind) {
+        case IMG_RK_ANON:
+                if (staging) {
+                        if ((r = ops_add(ops, (struct plan_op) { .kind = PLAN_MOVE, .src = staging, .dst = rg->start, .len = len })) < 0)
+                                return r;
+                        need_protect = rg->prot != (PROT_READ | PROT_WRITE);
+                        break;
+                }
+                return ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_ANON, .dst = rg->start, .len = len,
+                                                       .prot = rg->prot, .flags = (uint32_t) (MAP_PRIVATE | base_flags) });
+        case IMG_RK_RESERVED:
+                return ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_ANON, .dst = rg->start, .len = len,
+                                                       .prot = rg->prot, .flags = MAP_PRIVATE | MAP_NORESERVE });
+        case IMG_RK_ANON_SHARED:
+                if ((r = ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_ANON, .dst = rg->start, .len = len,
+                                                         .prot = rg->prot | (has_data ? PROT_WRITE : 0),
+                                                         .flags = MAP_SHARED | (uint32_t) base_flags })) < 0)
+                        return r;
+                need_protect = has_data && !(rg->prot & PROT_WRITE);
+                break;
+        case IMG_RK_FILE_PRIVATE:
+        case IMG_RK_FILE_SHARED: {
+                bool shared = rg->kind == IMG_RK_FILE_SHARED;
+                /* A read-only shared map was never written by the program:
+                 * its saved bytes are the file's, nothing to write back. */
+                if (shared && !(rg->prot & PROT_WRITE))
+                        has_data = false;
+                int fd = open_region_file(img, rg->file, shared && (rg->prot & PROT_WRITE) ? O_RDWR : O_RDONLY, fds,
+                                          err, errsize);
+                if (fd < 0)
+                        return fd;
+                if ((r = ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_FILE, .dst = rg->start, .len = len, .fd = fd,
+                                                         .off = rg->pgoff, .prot = rg->prot | (has_data ? PROT_WRITE : 0),
+                                                         .flags = (uint32_t) ((shared ? MAP_SHARED : MAP_PRIVATE) | base_flags) })) < 0)
+                        return r;
+                need_protect = has_data && !(rg->prot & PROT_WRITE);
+                break;
+        }
+        default:
+                return 0;
+        }
+        /* Saved pages over a file or shared mapping: copy, or zero. */
+        if (rg->kind != IMG_RK_ANON && has_data) {
+                for (uint32_t k = 0; k < pr->n_blocks; k++) {
+                        const struct img_block *b = &img->blocks[pr->first_block + k];
+                        if (b->enc == IMG_ENC_ZERO)
+                                r = ops_add(ops, (struct plan_op) { .kind = PLAN_ZERO, .dst = b->addr, .len = b->ulen });
+                        else if (block_has_data(b))
+                                r = ops_add(ops, (struct plan_op) { .kind = PLAN_COPY, .src = staging + (b->addr - rg->start),
+                                                                    .dst = b->addr, .len = b->ulen });
+                        else
+                                r = 0;
+                        if (r < 0)
+                                return r;
+                }
+                if (staging && (r = ops_add(ops, (struct plan_op) { .kind = PLAN_UNMAP, .src = staging, .len = len })) < 0)
+                        return r;
+        }
+        if (need_protect && (r = ops_add(ops, (struct plan_op) { .kind = PLAN_PROTECT, .dst = rg->start, .len = len,
+                                                                 .prot = rg->prot })) < 0)
+                return r;
+        static const struct { uint32_t flag; int advice; } advices[] = {
+                { IMG_RF_HUGEPAGE, MADV_HUGEPAGE }, { IMG_RF_NOHUGEPAGE, MADV_NOHUGEPAGE },
+                { IMG_RF_DONTFORK, MADV_DONTFORK }, { IMG_RF_WIPEONFORK, MADV_WIPEONFORK },
+                { IMG_RF_DONTDUMP, MADV_DONTDUMP },
+        };
+        for (size_t a = 0; a < ARRAY_SIZE(advices); a++)
+                if ((rg->flags & advices[a].flag) &&
+                    (r = ops_add(ops, (struct plan_op) { .kind = PLAN_ADVISE, .dst = rg->start, .len = len,
+                                                         .advice = advices[a].advice })) < 0)
+                        return r;
+        for (uint32_t k = 0; k < pr->n_blocks; k++) {
+                const struct img_block *b = &img->blocks[pr->first_block + k];
+                if (b->enc == IMG_ENC_GUARD &&
+                    (r = ops_add(ops, (struct plan_op) { .kind = PLAN_ADVISE, .dst = b->addr, .len = b->ulen,
+                                                         .advice = MADV_GUARD_INSTALL })) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void status(int fd, const char *s) {
+        if (fd >= 0)
+                write_full(fd, s, strlen(s));
+}
+
+int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int status_fd, int go_fd, char *err,
+                      size_t errsize) {
+        const struct img *img = &im->img;
+        struct addr_map busy = { 0 };
+        int r;
+
+        /* What must stay untouched: our own mappings and the image's regions. */
+        if ((r = addr_add_self(&busy)) < 0) {
+                snprintf(err, errsize, "cannot read /proc/self/maps");
+                return r;
+        }
+        for (size_t i = 0; i < img->n_regions; i++)
+                addr_add(&busy, img->regions[i].r.start, img->regions[i].r.end);
+        addr_add(&busy, 0, 1ull << 20);
+
+        /* Staging memory for regions with saved data. */
+        uint64_t *staging = calloc(img->n_regions + 1, sizeof *staging);
+        if (!staging)
+                return -ENOMEM;
+        for (size_t i = 0; i < img->n_regions; i++) {
+                const struct img_parsed_region *pr = &img->regions[i];
+                bool data = false;
+                for (uint32_t k = 0; k < pr->n_blocks && !data; k++)
+                        data = block_has_data(&img->blocks[pr->first_block + k]);
+                if (!data)
+                        continue;
+                const struct img_region *rg = &pr->r;
+                int flags = MAP_NORESERVE | (rg->kind == IMG_RK_ANON && (rg->flags & IMG_RF_GROWSDOWN) ? MAP_GROWSDOWN : 0);
+                staging[i] = addr_map_free(&busy, rg->end - rg->start, rg->start, flags);
+                if (!staging[i]) {
+                        snprintf(err, errsize, "no room in the address space to stage %llu bytes",
+                                 (unsigned long long) (rg->end - rg->start));
+                        return -ENOMEM;
+                }
+        }
+        struct load_state ls = { .im = im, .staging = staging, .lock = PTHREAD_MUTEX_INITIALIZER };
+        if ((r = load_blocks(&ls, err, errsize)) < 0)
+                return r;
+
+        /* Files the image maps. */
+        int *fds = malloc((img->n_files + 1) * sizeof *fds);
+        if (!fds)
+                return -ENOMEM;
+        for (size_t i = 0; i < img->n_files; i++)
+                fds[i] = -1;
+        struct ops_vec ops = { 0 };
+        for (size_t i = 0; i < img->n_regions; i++)
+                if ((r = plan_region(img, i, staging[i], fds, &ops, err, errsize)) < 0)
+                        return r;
+        for (size_t i = 0; i < img->n_files; i++)
+                if (fds[i] >= 0 && (r = ops_add(&ops, (struct plan_op) { .kind = PLAN_CLOSE, .fd = fds[i] })) < 0)
+                        return r;
+
+        /* The kernel's special mappings must match the image's. */
+        struct special sp[4];
+        size_t n_sp = 0;
+        if ((r = find_specials(sp, &n_sp)) < 0)
+                return r;
+        uint64_t sp_to[4] = { 0 };
+        for (size_t s = 0; s < n_sp; s++) {
+                for (size_t i = 0; i < img->n_regions; i++) {
+                        const struct img_parsed_region *pr = &img->regions[i];
+                        if ((pr->r.kind == IMG_RK_VDSO || pr->r.kind == IMG_RK_VVAR) && !strcmp(pr->name.s, sp[s].name)) {
+                                if (pr->r.end - pr->r.start != sp[s].end - sp[s].start) {
+                                        snprintf(err, errsize, "this kernel's %s differs from the image's (another kernel build)",
+                                                 sp[s].name);
+                                        return -EXDEV;
+                                }
+                                sp_to[s] = pr->r.start;
+                        }
+                }
+                if (!sp_to[s]) {
+                        snprintf(err, errsize, "the image has no %s: it was taken under another kernel build", sp[s].name);
+                        return -EXDEV;
+                }
+        }
+
+        /* Now the report, and the coordinator's address in return. */
+        status(status_fd, "L\n");
+        struct rst_go go;
+        r = read_full(go_fd, &go, sizeof go);
+        if (r < 0 || go.magic != RST_GO_MAGIC) {
+                snprintf(err, errsize, "dmtcp_restart gave up");
+                return r < 0 ? r : -ECANCELED;
+        }
+        close(go_fd);
+
+        /* The bootstrap area: blob, plan, tables, stacks, vdso staging. */
+        size_t blob_len = ALIGN_UP(rst_blob_size, PAGE_SZ);
+        size_t off_plan = blob_len;
+        size_t off_in = ALIGN_UP(off_plan + sizeof(struct plan), PAGE_SZ);
+        size_t off_ops = ALIGN_UP(off_in + sizeof(struct rst_incoming), PAGE_SZ);
+        size_t off_unmap = ALIGN_UP(off_ops + ops.n * sizeof(struct plan_op), PAGE_SZ);
+        size_t off_thr = ALIGN_UP(off_unmap + MAX_UNMAP * sizeof(struct plan_range), PAGE_SZ);
+        size_t off_stacks = ALIGN_UP(off_thr + img->n_threads * sizeof(struct plan_thread), PAGE_SZ);
+        size_t off_vdso = off_stacks + MAIN_STACK + img->n_threads * THREAD_STACK;
+        size_t boot_len = off_vdso + VDSO_STAGE;
+        uint64_t boot = addr_map_free(&busy, boot_len, 0, 0);
+        if (!boot) {
+                snprintf(err, errsize, "no room in the address space for the restorer");
+                return -ENOMEM;
+        }
+        uint8_t *b = (uint8_t *) boot;
+        memcpy(b, rst_blob, rst_blob_size);
+        if (mprotect(b, blob_len, PROT_READ | PROT_EXEC) < 0 ||
+            munmap(b + off_vdso, VDSO_STAGE) < 0 ||
+            mmap(b + off_vdso, VDSO_STAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+                return -errno;
+        struct plan *p = (struct plan *) (b + off_plan);
+        struct rst_incoming *in = (struct rst_incoming *) (b + off_in);
+        memset(p, 0, sizeof *p);
+        memset(in, 0, sizeof *in);
+        p->magic = PLAN_MAGIC;
+        p->boot_addr = boot;
+        p->boot_len = boot_len;
+        p->vdso_stage = boot + off_vdso;
+        p->ops = (struct plan_op *) (b + off_ops);
+        memcpy(p->ops, ops.v, ops.n * sizeof *ops.v);
+        p->n_ops = (uint32_t) ops.n;
+        p->unmap = (struct plan_range *) (b + off_unmap);
+        p->threads = (struct plan_thread *) (b + off_thr);
+        p->n_threads = (uint32_t) img->n_threads;
+        for (size_t i = 0; i < img->n_threads; i++) {
+                const struct img_thread *t = &img->threads[i];
+                p->threads[i] = (struct plan_thread) {
+                        .tid = t->tid, .leader = (t->flags & IMG_TF_LEADER) != 0, .fs_base = t->fs_base,
+                        .gs_base = t->gs_base, .ctx = t->ctx_addr,
+                        .stack_top = boot + off_stacks + MAIN_STACK + (i + 1) * THREAD_STACK,
+                };
+        }
+        for (size_t s = 0; s < n_sp; s++)
+                p->special[s].from = sp[s].start, p->special[s].to = sp_to[s], p->special[s].len = sp[s].end - sp[s].start;
+        p->n_special = (uint32_t) n_sp;
+        const struct img_process *pc = &img->proc;
+        p->mm = (struct plan_mm_map) {
+                .start_code = pc->start_code, .end_code = pc->end_code, .start_data = pc->start_data,
+                .end_data = pc->end_data, .start_brk = pc->start_brk, .brk = pc->brk, .start_stack = pc->start_stack,
+                .arg_start = pc->arg_start, .arg_end = pc->arg_end, .env_start = pc->env_start, .env_end = pc->env_end,
+                .auxv_size = (uint32_t) MIN(img->auxv_len, sizeof p->auxv), .exe_fd = (uint32_t) -1,
+        };
+        memcpy(p->auxv, img->auxv, p->mm.auxv_size);
+        int exe_fd = img->exe.len ? open(img->exe.s, O_RDONLY | O_CLOEXEC) : -1;
+        if (exe_fd >= 0)
+                p->mm.exe_fd = (uint32_t) exe_fd;
+        p->status_fd = status_fd;
+        p->fail_rc = o->fail_rc;
+        p->dumpable = pc->dumpable;
+        p->cap_effective = pc->cap_effective;
+        p->cap_permitted = pc->cap_permitted;
+        p->cap_inheritable = pc->cap_inheritable;
+        p->cap_ambient = pc->cap_ambient;
+        p->incoming_var = pc->rst_incoming;
+        p->incoming = (uint64_t) in;
+
+        /* The hand-off to the runtime. */
+        in->magic = RST_INCOMING_MAGIC;
+        in->version = RST_INCOMING_VERSION;
+        in->flags = (o->lazy ? RST_F_LAZY : 0) | (o->interval >= 0 ? RST_F_INTERVAL_SET : 0) |
+                    (getpid() == 1 || getenv("DMTCP_RESTART_NEW_PIDNS") ? RST_F_NEW_PIDNS : 0);
+        in->bootstrap_addr = boot;
+        in->bootstrap_len = boot_len;
+        in->status_fd = status_fd;
+        in->fail_rc = o->fail_rc;
+        in->coord_kind = go.coord_kind;
+        in->coord_port = go.port;
+        strscpy(in->coord_host, go.host, sizeof in->coord_host);
+        strscpy(in->coord_path, go.path, sizeof in->coord_path);
+        in->interval = o->interval >= 0 ? (uint32_t) o->interval : 0;
+        in->generation = im->img.hdr.generation;
+        in->restart_start_usec = o->start_usec;
+        if (o->coord.job)
+                strscpy(in->job, o->coord.job, sizeof in->job);
+        if (o->ckptdir)
+                strscpy(in->ckptdir, o->ckptdir, sizeof in->ckptdir);
+        strscpy(in->gen_dir, im->gen_dir, sizeof in->gen_dir);
+        const char *secret = getenv("DMTCP_SECRET");
+        if (secret)
+                strscpy(in->secret, secret, sizeof in->secret);
+        int max_fd = 2;
+        for (size_t i = 0; i < img->n_fds; i++)
+                max_fd = MAX(max_fd, img->fds[i].d.fd);
+        if ((r = recreate_deleted(im, in, max_fd + 1, err, errsize)) < 0)
+                return r;
+        close(im->fd);
+
+        /* From here on nothing may allocate: the list of our own mappings to
+         * remove is read now and must stay true. */
+        int mfd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+        char *mbuf = (char *) (b + off_stacks);          /* the blob stacks are free space yet */
+        size_t mlen = 0;
+        if (mfd >= 0) {
+                ssize_t k;
+                while (mlen < MAIN_STACK - 1 && (k = read(mfd, mbuf + mlen, MAIN_STACK - 1 - mlen)) > 0)
+                        mlen += (size_t) k;
+                close(mfd);
+        }
+        mbuf[mlen] = 0;
+        for (char *line = mbuf; line && *line && p->n_unmap < MAX_UNMAP;) {
+                char *nl = strchr(line, '\n');
+                if (nl)
+                        *nl = 0;
+                char *e;
+                uint64_t s = strtoull(line, &e, 16), en = *e == '-' ? strtoull(e + 1, NULL, 16) : 0;
+                bool keep = strstr(line, "[vdso]") || strstr(line, "[vvar") || strstr(line, "[vsyscall]") ||
+                            (s >= boot && en <= boot + boot_len);
+                for (size_t i = 0; i < img->n_regions && !keep; i++)
+                        keep = staging[i] && s >= staging[i] && en <= staging[i] + (img->regions[i].r.end - img->regions[i].r.start);
+                if (!keep && en > s)
+                        p->unmap[p->n_unmap++] = (struct plan_range) { s, en };
+                line = nl ? nl + 1 : NULL;
+        }
+
+        /* glibc's rseq area is about to disappear: unregister it, or the
+         * kernel writes into the restored memory. */
+        if (__rseq_size > 0) {
+                uint64_t tp;
+                __asm__("mov %%fs:0, %0" : "=r"(tp));
+                raw_syscall4(SYS_rseq, (long) (tp + (uint64_t) __rseq_offset), 32, RSEQ_FLAG_UNREGISTER, RSEQ_SIG);
+        }
+        uint64_t all = ~0ULL;
+        raw_syscall4(SYS_rt_sigprocmask, SIG_SETMASK, (long) &all, 0, 8);
+        rst_enter(boot, p, boot + off_stacks + MAIN_STACK);
+}
