@@ -81,11 +81,33 @@ void rt_unmap_scratch(void *p, size_t size) {
                 }
 }
 
-bool rt_is_scratch(uint64_t start, uint64_t end) {
+/* The first part of [start,end) that is not runtime scratch, from *pos on.
+ * Scratch mappings may share a VMA with memory we must save (the kernel
+ * merges adjacent anonymous mappings), so they are cut out, not skipped. */
+bool rt_next_saved_piece(uint64_t *pos, uint64_t end, uint64_t *piece_start, uint64_t *piece_end) {
+        uint64_t p = *pos;
+        while (p < end) {
+                bool moved = false;
+                for (uint32_t i = 0; i < n_scratch_maps; i++)
+                        if (scratch_maps[i].start <= p && p < scratch_maps[i].end) {
+                                p = scratch_maps[i].end;
+                                moved = true;
+                        }
+                if (!moved)
+                        break;
+        }
+        if (p >= end) {
+                *pos = end;
+                return false;
+        }
+        uint64_t stop = end;
         for (uint32_t i = 0; i < n_scratch_maps; i++)
-                if (scratch_maps[i].start < end && start < scratch_maps[i].end)
-                        return true;
-        return false;
+                if (scratch_maps[i].start > p && scratch_maps[i].start < stop)
+                        stop = scratch_maps[i].start;
+        *piece_start = p;
+        *piece_end = stop;
+        *pos = stop;
+        return true;
 }
 
 /* After a restart the scratch mappings do not exist: forget them. The state

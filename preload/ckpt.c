@@ -304,6 +304,7 @@ static void do_checkpoint(const struct proto_ckpt_begin *begin) {
         };
 
         /* The resume point of this thread in a restored process. */
+        atomic_store(&rt.rst_arrived, 0);
         if (rt_ctx_save(&self->ctx) != 0) {
                 rt_restart_main(&c.begin);
                 return;

@@ -283,6 +283,92 @@ static size_t shared_file_len(const struct rt_region *rg, uint64_t file_size) {
         return (size_t) MIN(len, ALIGN_UP(file_size - rg->r.pgoff, PAGE_SZ));
 }
 
+/* Record [start,end), a piece of the mapping m (the whole VMA), as a region. */
+static int capture_region(const struct maps_line *m, uint64_t start, uint64_t end, bool cow, char *err, size_t errsize) {
+        struct rt_region *rg = &rt_cap->regions[rt_cap->n_regions];
+        memset(rg, 0, sizeof *rg);
+        rg->r.start = start;
+        rg->r.end = end;
+        rg->r.prot = m->prot;
+        rg->r.pgoff = m->pgoff + (start - m->start);
+        rg->r.file = IMG_NONE;
+        rg->dev = makedev(m->dev_major, m->dev_minor);
+        rg->ino = m->ino;
+        rg->r.flags = vmflags_of(m->start, m->end);
+        const char *name = m->name;
+        struct stat st;
+
+        if (!strcmp(name, "[vdso]"))
+                rg->r.kind = IMG_RK_VDSO;
+        else if (!strncmp(name, "[vvar", 5))
+                rg->r.kind = IMG_RK_VVAR;
+        else if (m->ino == 0 || (rt.image_ino && m->ino == rt.image_ino && in_image_ranges(start, end))) {
+                rg->r.kind = m->shared ? IMG_RK_ANON_SHARED : IMG_RK_ANON;
+                rg->image_backed = m->ino != 0;
+                if (rg->image_backed) {
+                        rg->r.flags |= IMG_RF_FULL;
+                        name = "";
+                }
+                if (!strcmp(name, "[heap]"))
+                        rg->r.flags |= IMG_RF_HEAP;
+                if (!strcmp(name, "[stack]"))
+                        rg->r.flags |= IMG_RF_STACK | IMG_RF_GROWSDOWN;
+        } else if (!strncmp(name, "/dev/zero", 9) && m->shared) {
+                rg->r.kind = IMG_RK_ANON_SHARED;
+        } else if (!strncmp(name, "/SYSV", 5) || !strncmp(name, "/memfd:", 7) ||
+                   (m->shared && !strncmp(name, "/dev/shm/", 9))) {
+                snprintf(err, errsize, "memory at %llx-%llx is %s shared memory (%s), which cannot be checkpointed",
+                         (unsigned long long) start, (unsigned long long) end,
+                         !strncmp(name, "/SYSV", 5) ? "System V" : !strncmp(name, "/memfd:", 7) ? "memfd" : "POSIX",
+                         name);
+                return -EOPNOTSUPP;
+        } else if (name[0] == '/' && !ends_with(name, " (deleted)") && path_is_mapped_file(m, &st)) {
+                rg->r.kind = m->shared ? IMG_RK_FILE_SHARED : IMG_RK_FILE_PRIVATE;
+                int idx = rt_file_add(st.st_dev, st.st_ino, name, 0, &st);
+                if (idx < 0)
+                        return idx;
+                struct rt_file *f = &rt_cap->files[idx];
+                uint32_t crc;
+                if (!m->shared && !(f->f.flags & IMG_FF_CRC)) {
+                        const struct crc_entry *e = crc_lookup(&st);
+                        if (e || file_crc(name, &st, &crc) == 0) {
+                                f->f.crc = e ? e->crc : crc;
+                                f->f.flags |= IMG_FF_CRC;
+                        }
+                }
+                rg->r.file = (uint32_t) idx;
+                if (rt.cfg.ckpt_libraries && !m->shared)
+                        rg->r.flags |= IMG_RF_FULL;
+        } else if (!m->shared) {
+                /* A private map of a file that is gone or replaced: its
+                 * pages are all we have. */
+                rg->r.kind = IMG_RK_ANON;
+                rg->r.flags |= IMG_RF_FULL;
+        } else {
+                snprintf(err, errsize, "memory at %llx-%llx is a shared map of %s, which no longer exists",
+                         (unsigned long long) start, (unsigned long long) end, name);
+                return -EOPNOTSUPP;
+        }
+        size_t nlen = strlen(name);
+        rg->name = rt_alloc(RT_ARENA_SCRATCH, nlen + 1);
+        if (!rg->name)
+                return -ENOMEM;
+        memcpy((char *) rg->name, name, nlen + 1);
+        rg->r.name_len = (uint32_t) nlen;
+        rt_cap->n_regions++;
+
+        /* What fork will not preserve must be copied during the pause. */
+        if (!cow || rg->r.kind == IMG_RK_VDSO || rg->r.kind == IMG_RK_VVAR)
+                return 0;
+        bool shared = rg->r.kind == IMG_RK_ANON_SHARED || rg->r.kind == IMG_RK_FILE_SHARED;
+        bool fork_loses = rg->r.flags & (IMG_RF_DONTFORK | IMG_RF_WIPEONFORK);
+        if (!shared && !fork_loses)
+                return 0;
+        size_t clen = rg->r.kind == IMG_RK_FILE_SHARED ? shared_file_len(rg, rt_cap->files[rg->r.file].f.size)
+                                                       : rg->r.end - rg->r.start;
+        return clen ? copy_region(rg, clen, err, errsize) : 0;
+}
+
 int rt_mem_capture(bool cow, char *err, size_t errsize) {
         if (vmf_stale)
                 read_vmflags();
@@ -295,7 +381,8 @@ int rt_mem_capture(bool cow, char *err, size_t errsize) {
         size_t lines = 0;
         for (const char *p = buf; *p; p++)
                 lines += *p == '\n';
-        rt_cap->regions = rt_alloc(RT_ARENA_SCRATCH, (lines + 1) * sizeof(struct rt_region));
+        size_t max_regions = 2 * lines + 64;   /* cutting out scratch may split a VMA */
+        rt_cap->regions = rt_alloc(RT_ARENA_SCRATCH, max_regions * sizeof(struct rt_region));
         if (!rt_cap->regions)
                 return -ENOMEM;
         rt_cap->n_regions = 0;
@@ -305,98 +392,19 @@ int rt_mem_capture(bool cow, char *err, size_t errsize) {
                 if (nl)
                         *nl = 0;
                 struct maps_line m;
-                if (!parse_maps_line(line, &m)) {
-                        line = nl ? nl + 1 : NULL;
-                        continue;
-                }
+                bool ok = parse_maps_line(line, &m);
                 line = nl ? nl + 1 : NULL;
-                if (!strcmp(m.name, "[vsyscall]") || rt_is_scratch(m.start, m.end))
+                if (!ok || !strcmp(m.name, "[vsyscall]"))
                         continue;
-                struct rt_region *rg = &rt_cap->regions[rt_cap->n_regions];
-                memset(rg, 0, sizeof *rg);
-                rg->r.start = m.start;
-                rg->r.end = m.end;
-                rg->r.prot = m.prot;
-                rg->r.pgoff = m.pgoff;
-                rg->r.file = IMG_NONE;
-                rg->dev = makedev(m.dev_major, m.dev_minor);
-                rg->ino = m.ino;
-                rg->r.flags = vmflags_of(m.start, m.end);
-                const char *name = m.name;
-                struct stat st;
-
-                if (!strcmp(name, "[vdso]"))
-                        rg->r.kind = IMG_RK_VDSO;
-                else if (!strncmp(name, "[vvar", 5))
-                        rg->r.kind = IMG_RK_VVAR;
-                else if (m.ino == 0 || (rt.image_ino && m.ino == rt.image_ino && in_image_ranges(m.start, m.end))) {
-                        rg->r.kind = m.shared ? IMG_RK_ANON_SHARED : IMG_RK_ANON;
-                        rg->image_backed = m.ino != 0;
-                        if (rg->image_backed)
-                                rg->r.flags |= IMG_RF_FULL;
-                        if (!strcmp(name, "[heap]"))
-                                rg->r.flags |= IMG_RF_HEAP;
-                        if (!strcmp(name, "[stack]"))
-                                rg->r.flags |= IMG_RF_STACK | IMG_RF_GROWSDOWN;
-                        if (rg->image_backed)
-                                name = "";
-                } else if (!strncmp(name, "/dev/zero", 9) && m.shared) {
-                        rg->r.kind = IMG_RK_ANON_SHARED;
-                } else if (!strncmp(name, "/SYSV", 5) || !strncmp(name, "/memfd:", 7) ||
-                           (m.shared && !strncmp(name, "/dev/shm/", 9))) {
-                        snprintf(err, errsize, "memory at %llx-%llx is %s shared memory (%s), which cannot be checkpointed",
-                                 (unsigned long long) m.start, (unsigned long long) m.end,
-                                 !strncmp(name, "/SYSV", 5) ? "System V" : !strncmp(name, "/memfd:", 7) ? "memfd" : "POSIX",
-                                 name);
-                        return -EOPNOTSUPP;
-                } else if (name[0] == '/' && !ends_with(name, " (deleted)") && path_is_mapped_file(&m, &st)) {
-                        rg->r.kind = m.shared ? IMG_RK_FILE_SHARED : IMG_RK_FILE_PRIVATE;
-                        int idx = rt_file_add(st.st_dev, st.st_ino, name, 0, &st);
-                        if (idx < 0)
-                                return idx;
-                        struct rt_file *f = &rt_cap->files[idx];
-                        uint32_t crc;
-                        if (!m.shared && !(f->f.flags & IMG_FF_CRC)) {
-                                const struct crc_entry *e = crc_lookup(&st);
-                                if (e || file_crc(name, &st, &crc) == 0) {
-                                        f->f.crc = e ? e->crc : crc;
-                                        f->f.flags |= IMG_FF_CRC;
-                                }
+                uint64_t pos = m.start, ps, pe;
+                while (rt_next_saved_piece(&pos, m.end, &ps, &pe)) {
+                        if (rt_cap->n_regions >= max_regions) {
+                                snprintf(err, errsize, "too many memory regions");
+                                return -E2BIG;
                         }
-                        rg->r.file = (uint32_t) idx;
-                        if (rt.cfg.ckpt_libraries && !m.shared)
-                                rg->r.flags |= IMG_RF_FULL;
-                } else if (!m.shared) {
-                        /* A private map of a file that is gone or replaced: its
-                         * pages are all we have. */
-                        rg->r.kind = IMG_RK_ANON;
-                        rg->r.flags |= IMG_RF_FULL;
-                } else {
-                        snprintf(err, errsize, "memory at %llx-%llx is a shared map of %s, which no longer exists",
-                                 (unsigned long long) m.start, (unsigned long long) m.end, name);
-                        return -EOPNOTSUPP;
-                }
-                rg->name = rt_alloc(RT_ARENA_SCRATCH, strlen(name) + 1);
-                if (!rg->name)
-                        return -ENOMEM;
-                memcpy((char *) rg->name, name, strlen(name) + 1);
-                rg->r.name_len = (uint32_t) strlen(name);
-                rt_cap->n_regions++;
-
-                /* What fork will not preserve must be copied during the pause. */
-                if (cow) {
-                        size_t clen = 0;
-                        bool shared = rg->r.kind == IMG_RK_ANON_SHARED || rg->r.kind == IMG_RK_FILE_SHARED;
-                        bool fork_loses = rg->r.flags & (IMG_RF_DONTFORK | IMG_RF_WIPEONFORK);
-                        if (rg->r.kind == IMG_RK_FILE_SHARED)
-                                clen = shared_file_len(rg, rt_cap->files[rg->r.file].f.size);
-                        else if (shared || fork_loses)
-                                clen = rg->r.end - rg->r.start;
-                        if ((shared || fork_loses) && clen && rg->r.kind != IMG_RK_VDSO && rg->r.kind != IMG_RK_VVAR) {
-                                int r = copy_region(rg, clen, err, errsize);
-                                if (r < 0)
-                                        return r;
-                        }
+                        int r = capture_region(&m, ps, pe, cow, err, errsize);
+                        if (r < 0)
+                                return r;
                 }
         }
         return 0;

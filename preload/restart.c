@@ -135,7 +135,22 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
         send_rst_done(PROTO_PH_RST_REFILL);
         wait_rst_go(PROTO_PH_RST_REFILL);
 
-        /* Every thread is parked; nobody runs on the restorer's memory. */
+        /* Unmap the restorer only once every thread has left its code: a
+         * thread counts itself when it is back in the checkpoint handler. */
+        uint32_t expect = 0;
+        for (uint32_t i = 0; i < rt.n_threads; i++)
+                if (atomic_load(&rt.threads[i].state) == RT_TS_SUSPENDED)
+                        expect++;
+        uint64_t t_wait = now_usec(CLOCK_MONOTONIC);
+        for (;;) {
+                uint32_t got = atomic_load(&rt.rst_arrived);
+                if (got >= expect)
+                        break;
+                if (now_usec(CLOCK_MONOTONIC) - t_wait > 30000000)
+                        restart_fail("only %u of %u threads came back", got, expect);
+                struct timespec ts = { 0, 10 * 1000 * 1000 };
+                raw_futex_wait((uint32_t *) &rt.rst_arrived, got, &ts);
+        }
         rt_incoming = NULL;
         if (boot_addr && boot_len)
                 raw_syscall2(SYS_munmap, (long) boot_addr, (long) boot_len);

@@ -80,6 +80,7 @@ struct rt_state {
         pid_t ckpt_tid;
         _Atomic uint32_t release_seq;   /* parked threads wait for this to change */
         _Atomic uint32_t n_suspended;   /* futex: threads that reached the park */
+        _Atomic uint32_t rst_arrived;   /* futex: restored threads back in our code */
         struct rt_thread threads[RT_MAX_THREADS];
         uint32_t n_threads;             /* high-water mark in threads[] */
         uint32_t scan_seq;
@@ -153,7 +154,7 @@ void *rt_alloc(enum rt_arena a, size_t size);
 void rt_arena_reset(enum rt_arena a);
 void *rt_map_scratch(size_t size);              /* page-aligned, zeroed, never saved */
 void rt_unmap_scratch(void *p, size_t size);
-bool rt_is_scratch(uint64_t start, uint64_t end); /* overlaps runtime-private memory */
+bool rt_next_saved_piece(uint64_t *pos, uint64_t end, uint64_t *piece_start, uint64_t *piece_end);
 void rt_alloc_after_restart(void);               /* scratch mappings are gone */
 
 /* threads.c */

@@ -136,8 +136,13 @@ static void rt_sigckpt_handler(int sig, siginfo_t *si, void *ucv) {
                 atomic_store(&t->state, RT_TS_SUSPENDED);
                 atomic_fetch_add(&rt.n_suspended, 1);
                 raw_futex_wake((uint32_t *) &rt.n_suspended, 1);
-        } else
-                t->restored = 1;        /* we are in a restored process */
+        } else {
+                /* We are in a restored process, off the restorer's code for
+                 * good: tell the checkpoint thread, which unmaps it. */
+                t->restored = 1;
+                atomic_fetch_add(&rt.rst_arrived, 1);
+                raw_futex_wake((uint32_t *) &rt.rst_arrived, 1);
+        }
 
         while (atomic_load(&rt.release_seq) == seq)
                 raw_futex_wait((uint32_t *) &rt.release_seq, seq, NULL);
