@@ -195,7 +195,7 @@ int coord_restart_script(const struct coord_commit *c, const char *restart_bin, 
                 "#   DMTCP_COORD_PORT are honoured. Restarts the newest complete generation in\n"
                 "#   the directory of this script. DMTCP_RESTART overrides the program run.\n"
                 "dir=$(CDPATH= cd -- \"$(dirname -- \"$0\")\" && pwd -P) || exit 1\n"
-                ": \"${DMTCP_RESTART:=%s}\"\n"
+                "[ -n \"${DMTCP_RESTART:-}\" ] || DMTCP_RESTART=%s\n"
                 "exec \"$DMTCP_RESTART\" \"$@\" \"$dir\"\n",
                 c->comp_id, c->generation, when, quoted);
         if (n < 0)
