@@ -408,6 +408,18 @@ def test_bad_input(tmp):
 
 
 @test
+def test_hello_timeout(tmp):
+    c = Coord(tmp)
+    t0 = time.monotonic()
+    b = c.worker("--bad", "nohello", name="silent")
+    check(b.wait_exit(15) == 0 and any("no HELLO within 5 s" in l for l in b.lines), "silent peer: %s" % b.lines)
+    check(4.5 < time.monotonic() - t0 < 9, "closed after about 5 s (%.1f)" % (time.monotonic() - t0))
+    c.wait_log("sent no HELLO within 5 s")
+    check(c.status()["num_peers"] == 0, "still serving")
+    c.stop()
+
+
+@test
 def test_uid(tmp):
     os.chmod(tmp, 0o755)
     c = Coord(tmp)
@@ -482,6 +494,10 @@ def test_port_file(tmp):
     c2.wait_log("replaced stale socket")
     check(c2.status()["num_peers"] == 0, "serves")
     c2.stop()
+    # A socket directory others may write to is refused.
+    os.chmod(os.path.dirname(c.sock), 0o770)
+    r = subprocess.run([COORD, "--port", "0"], capture_output=True, text=True, env=c.env, timeout=10)
+    check(r.returncode == 1 and "not a private directory" in r.stderr, "open socket dir: %d %r" % (r.returncode, r.stderr))
 
 
 @test
