@@ -94,6 +94,8 @@ static int start_coordinator(const struct coord_start_opts *o, struct coord_addr
                         return -ENAMETOOLONG;
         } else if (find_sibling("dmtcp_coordinator", "daemon/dmtcp_coordinator", bin, sizeof bin) < 0)
                 return -ENOENT;
+        if (access(bin, X_OK) < 0)
+                return -ENOENT;
 
         char port[16], interval[16], port_file[PATH_MAX] = "";
         bool tmp_port_file = false;

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 
 #include "coord-commit.h"
+#include "coord-text.h"
 #include "log.h"
 #include "util.h"
 
@@ -195,50 +196,42 @@ static bool hex_ok(const char *s, size_t n) {
         return true;
 }
 
-static _printf_(4, 5) int failf(char *err, size_t size, int r, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        log_format(err, size, r, fmt, ap);
-        va_end(ap);
-        return r;
-}
-
 int coord_secret_load_or_create(const char *dir, char secret[COORD_SECRET_LEN + 1], char *err, size_t errsize) {
         char path[PATH_MAX];
         int n = snprintf(path, sizeof path, "%s/%s", dir, COORD_SECRET_FILE);
         if (n < 0 || (size_t) n >= sizeof path)
-                return failf(err, errsize, -ENAMETOOLONG, "%s: path too long", dir);
+                return errorf(err, errsize, -ENAMETOOLONG, "%s: path too long", dir);
         int r = mkdir_p(dir, 0700);
         if (r < 0)
-                return failf(err, errsize, r, "cannot create %s for the secret: %m", dir);
+                return errorf(err, errsize, r, "cannot create %s for the secret: %m", dir);
 
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd >= 0) {
                 struct stat st;
                 char buf[COORD_SECRET_LEN + 2];
                 if (fstat(fd, &st) < 0)
-                        return failf(err, errsize, -errno, "cannot stat %s: %m", path);
+                        return errorf(err, errsize, -errno, "cannot stat %s: %m", path);
                 if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
-                        return failf(err, errsize, -EPERM,
+                        return errorf(err, errsize, -EPERM,
                                      "secret %s is not a private file of ours (want owner uid %u, mode 0600); remove it",
                                      path, (unsigned) geteuid());
                 ssize_t k = read(fd, buf, sizeof buf);
                 if (k < 0)
-                        return failf(err, errsize, -errno, "cannot read %s: %m", path);
+                        return errorf(err, errsize, -errno, "cannot read %s: %m", path);
                 if (k >= COORD_SECRET_LEN && (k == COORD_SECRET_LEN || (k == COORD_SECRET_LEN + 1 && buf[COORD_SECRET_LEN] == '\n')) &&
                     hex_ok(buf, COORD_SECRET_LEN)) {
                         memcpy(secret, buf, COORD_SECRET_LEN);
                         secret[COORD_SECRET_LEN] = 0;
                         return 0;
                 }
-                return failf(err, errsize, -EBADMSG, "secret %s is not 64 hex digits; remove it to make a new one", path);
+                return errorf(err, errsize, -EBADMSG, "secret %s is not 64 hex digits; remove it to make a new one", path);
         }
         if (errno != ENOENT)
-                return failf(err, errsize, -errno, "cannot open %s: %m", path);
+                return errorf(err, errsize, -errno, "cannot open %s: %m", path);
 
         uint8_t raw[COORD_SECRET_LEN / 2];
         if (getrandom(raw, sizeof raw, 0) != (ssize_t) sizeof raw)
-                return failf(err, errsize, -EIO, "cannot get random bytes for the secret");
+                return errorf(err, errsize, -EIO, "cannot get random bytes for the secret");
         for (size_t i = 0; i < sizeof raw; i++)
                 snprintf(secret + 2 * i, 3, "%02x", raw[i]);
         char line[COORD_SECRET_LEN + 2];
@@ -246,7 +239,7 @@ int coord_secret_load_or_create(const char *dir, char secret[COORD_SECRET_LEN + 
         line[COORD_SECRET_LEN] = '\n';
         r = write_file_atomic(path, line, COORD_SECRET_LEN + 1, 0600);
         if (r < 0)
-                return failf(err, errsize, r, "cannot write %s: %m", path);
+                return errorf(err, errsize, r, "cannot write %s: %m", path);
         return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "coord-text.h"
 #include "log.h"
 #include "manifest.h"
 #include "util.h"
@@ -17,14 +18,6 @@ static void closedirp(DIR **d) {
                 closedir(*d);
 }
 #define _cleanup_closedir_ _cleanup_(closedirp)
-
-static _printf_(4, 5) int failf(char *err, size_t size, int r, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        log_format(err, size, r, fmt, ap);
-        va_end(ap);
-        return r;
-}
 
 /* snprintf for paths: -ENAMETOOLONG instead of silent truncation. */
 static _printf_(3, 4) int pathf(char *buf, size_t size, const char *fmt, ...) {
@@ -81,11 +74,11 @@ int coord_prepare_generation(const char *ckptdir, uint64_t gen, char *tmpdir, si
                              char *err, size_t errsize) {
         int r = mkdir_p(ckptdir, 0700);
         if (r < 0)
-                return failf(err, errsize, r, "cannot create checkpoint directory %s: %m", ckptdir);
+                return errorf(err, errsize, r, "cannot create checkpoint directory %s: %m", ckptdir);
         {
                 _cleanup_closedir_ DIR *d = opendir(ckptdir);
                 if (!d)
-                        return failf(err, errsize, -errno, "cannot read checkpoint directory %s: %m", ckptdir);
+                        return errorf(err, errsize, -errno, "cannot read checkpoint directory %s: %m", ckptdir);
                 struct dirent *de;
                 while ((de = readdir(d))) {
                         if (!tmp_name_parse(de->d_name))
@@ -102,27 +95,27 @@ int coord_prepare_generation(const char *ckptdir, uint64_t gen, char *tmpdir, si
         }
         int n = snprintf(tmpdir, size, "%s/.gen-%06" PRIu64 ".tmp", ckptdir, gen);
         if (n < 0 || (size_t) n >= size)
-                return failf(err, errsize, -ENAMETOOLONG, "checkpoint directory %s: path too long", ckptdir);
+                return errorf(err, errsize, -ENAMETOOLONG, "checkpoint directory %s: path too long", ckptdir);
         if (mkdir(tmpdir, 0700) < 0)
-                return failf(err, errsize, -errno, "cannot create %s: %m", tmpdir);
+                return errorf(err, errsize, -errno, "cannot create %s: %m", tmpdir);
         return 0;
 }
 
 static int verify_images(const struct coord_commit *c, char *err, size_t errsize) {
         _cleanup_close_ int dfd = open(c->tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0)
-                return failf(err, errsize, -errno, "cannot open %s: %m", c->tmpdir);
+                return errorf(err, errsize, -errno, "cannot open %s: %m", c->tmpdir);
         for (size_t i = 0; i < c->n_images; i++) {
                 const struct manifest_image *im = &c->images[i];
                 struct stat st;
                 if (fstatat(dfd, im->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                        return failf(err, errsize, -errno, "image %s of %s (%s on %s) is missing: %m",
+                        return errorf(err, errsize, -errno, "image %s of %s (%s on %s) is missing: %m",
                                      im->name, im->upid, im->program, im->host);
                 if (!S_ISREG(st.st_mode))
-                        return failf(err, errsize, -EBADF, "image %s of %s (%s on %s) is not a regular file",
+                        return errorf(err, errsize, -EBADF, "image %s of %s (%s on %s) is not a regular file",
                                      im->name, im->upid, im->program, im->host);
                 if ((uint64_t) st.st_size != im->bytes)
-                        return failf(err, errsize, -EBADMSG,
+                        return errorf(err, errsize, -EBADMSG,
                                      "image %s of %s (%s on %s) has %" PRIu64 " bytes, the process reported %" PRIu64,
                                      im->name, im->upid, im->program, im->host, (uint64_t) st.st_size, im->bytes);
         }
@@ -140,21 +133,21 @@ static int write_manifest(const struct coord_commit *c, char *err, size_t errsiz
         _cleanup_free_ char *text = NULL;
         ssize_t len = manifest_format(&m, &text);
         if (len < 0)
-                return failf(err, errsize, (int) len, "cannot format the manifest: %m");
+                return errorf(err, errsize, (int) len, "cannot format the manifest: %m");
         char path[PATH_MAX];
         if (pathf(path, sizeof path, "%s/%s", c->tmpdir, MANIFEST_NAME) < 0)
-                return failf(err, errsize, -ENAMETOOLONG, "%s: path too long", c->tmpdir);
+                return errorf(err, errsize, -ENAMETOOLONG, "%s: path too long", c->tmpdir);
         _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
-                return failf(err, errsize, -errno, "cannot create %s: %m", path);
+                return errorf(err, errsize, -errno, "cannot create %s: %m", path);
         int r = write_full(fd, text, (size_t) len);
         if (r == 0 && fsync(fd) < 0)
                 r = -errno;
         if (r < 0)
-                return failf(err, errsize, r, "cannot write %s: %m", path);
+                return errorf(err, errsize, r, "cannot write %s: %m", path);
         r = fsync_path(c->tmpdir);
         if (r < 0)
-                return failf(err, errsize, r, "cannot sync %s: %m", c->tmpdir);
+                return errorf(err, errsize, r, "cannot sync %s: %m", c->tmpdir);
         return 0;
 }
 
@@ -287,9 +280,9 @@ int coord_commit_generation(const struct coord_commit *c, int keep, const char *
         char final[PATH_MAX];
         int n = snprintf(final, sizeof final, "%s/" COORD_GEN_PREFIX "%06" PRIu64, c->ckptdir, c->generation);
         if (n < 0 || (size_t) n >= sizeof final)
-                return failf(err, errsize, -ENAMETOOLONG, "checkpoint directory %s: path too long", c->ckptdir);
+                return errorf(err, errsize, -ENAMETOOLONG, "checkpoint directory %s: path too long", c->ckptdir);
         if (renameat2(AT_FDCWD, c->tmpdir, AT_FDCWD, final, RENAME_NOREPLACE) < 0)
-                return failf(err, errsize, -errno, "cannot rename %s to %s: %m", c->tmpdir, final);
+                return errorf(err, errsize, -errno, "cannot rename %s to %s: %m", c->tmpdir, final);
         /* From here on the generation is complete on disk; a failure below
          * leaves it restartable by directory, so it is still committed. */
         r = fsync_path(c->ckptdir);

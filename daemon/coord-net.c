@@ -11,16 +11,9 @@
 #include <systemd/sd-daemon.h>
 
 #include "coord-auth.h"
+#include "coord-text.h"
 #include "log.h"
 #include "util.h"
-
-static _printf_(4, 5) int failf(char *err, size_t size, int r, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        log_format(err, size, r, fmt, ap);
-        va_end(ap);
-        return r;
-}
 
 static int fd_nonblock(int fd) {
         int fl = fcntl(fd, F_GETFL);
@@ -34,12 +27,12 @@ static int fd_nonblock(int fd) {
 static int socket_dir_ensure(const char *dir, char *err, size_t errsize) {
         int r = mkdir_p(dir, 0700);
         if (r < 0)
-                return failf(err, errsize, r, "cannot create socket directory %s: %m", dir);
+                return errorf(err, errsize, r, "cannot create socket directory %s: %m", dir);
         struct stat st;
         if (lstat(dir, &st) < 0)
-                return failf(err, errsize, -errno, "cannot stat socket directory %s: %m", dir);
+                return errorf(err, errsize, -errno, "cannot stat socket directory %s: %m", dir);
         if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022))
-                return failf(err, errsize, -EPERM,
+                return errorf(err, errsize, -EPERM,
                              "socket directory %s is not a private directory of ours (owner %u, mode %04o); remove it or run chmod 700 on it",
                              dir, (unsigned) st.st_uid, (unsigned) (st.st_mode & 07777));
         return 0;
@@ -48,12 +41,12 @@ static int socket_dir_ensure(const char *dir, char *err, size_t errsize) {
 int coord_listen_unix(const char *path, int *ret_fd, char *err, size_t errsize) {
         struct sockaddr_un sun = { .sun_family = AF_UNIX };
         if (strscpy(sun.sun_path, path, sizeof sun.sun_path) >= sizeof sun.sun_path)
-                return failf(err, errsize, -ENAMETOOLONG, "socket path %s is too long; use a shorter XDG_RUNTIME_DIR or TMPDIR", path);
+                return errorf(err, errsize, -ENAMETOOLONG, "socket path %s is too long; use a shorter XDG_RUNTIME_DIR or TMPDIR", path);
         char dir[PATH_MAX];
         strscpy(dir, path, sizeof dir);
         char *slash = strrchr(dir, '/');
         if (!slash || slash == dir)
-                return failf(err, errsize, -EINVAL, "socket path %s has no directory", path);
+                return errorf(err, errsize, -EINVAL, "socket path %s has no directory", path);
         *slash = 0;
         int r = socket_dir_ensure(dir, err, errsize);
         if (r < 0)
@@ -62,32 +55,32 @@ int coord_listen_unix(const char *path, int *ret_fd, char *err, size_t errsize) 
         struct stat st;
         if (lstat(path, &st) == 0) {
                 if (!S_ISSOCK(st.st_mode))
-                        return failf(err, errsize, -EEXIST, "%s exists and is not a socket; remove it", path);
+                        return errorf(err, errsize, -EEXIST, "%s exists and is not a socket; remove it", path);
                 _cleanup_close_ int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 if (probe < 0)
-                        return failf(err, errsize, -errno, "socket: %m");
+                        return errorf(err, errsize, -errno, "socket: %m");
                 if (connect(probe, (struct sockaddr *) &sun, sizeof sun) == 0)
-                        return failf(err, errsize, -EADDRINUSE,
+                        return errorf(err, errsize, -EADDRINUSE,
                                      "a coordinator is already listening on %s; stop it with dmtcp_command -q or use another --job", path);
                 if (unlink(path) < 0 && errno != ENOENT)
-                        return failf(err, errsize, -errno, "cannot remove stale socket %s: %m", path);
+                        return errorf(err, errsize, -errno, "cannot remove stale socket %s: %m", path);
                 log_info("replaced stale socket %s", path);
         }
 
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
-                return failf(err, errsize, -errno, "socket: %m");
+                return errorf(err, errsize, -errno, "socket: %m");
         mode_t old = umask(0177);
         r = bind(fd, (struct sockaddr *) &sun, sizeof sun) < 0 ? -errno : 0;
         umask(old);
         if (r == -EADDRINUSE)
-                return failf(err, errsize, r, "%s is in use by another coordinator; use another --job", path);
+                return errorf(err, errsize, r, "%s is in use by another coordinator; use another --job", path);
         if (r < 0)
-                return failf(err, errsize, r, "cannot bind %s: %m", path);
+                return errorf(err, errsize, r, "cannot bind %s: %m", path);
         if (chmod(path, 0600) < 0)
-                return failf(err, errsize, -errno, "cannot chmod %s: %m", path);
+                return errorf(err, errsize, -errno, "cannot chmod %s: %m", path);
         if (listen(fd, SOMAXCONN) < 0)
-                return failf(err, errsize, -errno, "cannot listen on %s: %m", path);
+                return errorf(err, errsize, -errno, "cannot listen on %s: %m", path);
         *ret_fd = TAKE_FD(fd);
         return 0;
 }
@@ -103,13 +96,13 @@ int coord_listen_tcp(const char *bind_addr, int port, struct coord_listener *l, 
         }, *res = NULL;
         int g = getaddrinfo(host, ps, &hints, &res);
         if (g != 0)
-                return failf(err, errsize, -EADDRNOTAVAIL, "cannot resolve --bind address %s: %s", host, gai_strerror(g));
+                return errorf(err, errsize, -EADDRNOTAVAIL, "cannot resolve --bind address %s: %s", host, gai_strerror(g));
         int r;
         _cleanup_close_ int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
                 r = -errno;
                 freeaddrinfo(res);
-                return failf(err, errsize, r, "socket: %m");
+                return errorf(err, errsize, r, "socket: %m");
         }
         int one = 1, zero = 0;
         (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -118,16 +111,16 @@ int coord_listen_tcp(const char *bind_addr, int port, struct coord_listener *l, 
         r = bind(fd, res->ai_addr, res->ai_addrlen) < 0 ? -errno : 0;
         freeaddrinfo(res);
         if (r == -EADDRINUSE)
-                return failf(err, errsize, r, "port %d on %s is in use (another coordinator?); use --port 0 or another port",
+                return errorf(err, errsize, r, "port %d on %s is in use (another coordinator?); use --port 0 or another port",
                              port, host);
         if (r < 0)
-                return failf(err, errsize, r, "cannot bind %s port %d: %m", host, port);
+                return errorf(err, errsize, r, "cannot bind %s port %d: %m", host, port);
         if (listen(fd, SOMAXCONN) < 0)
-                return failf(err, errsize, -errno, "cannot listen on %s port %d: %m", host, port);
+                return errorf(err, errsize, -errno, "cannot listen on %s port %d: %m", host, port);
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         if (getsockname(fd, (struct sockaddr *) &ss, &sl) < 0)
-                return failf(err, errsize, -errno, "getsockname: %m");
+                return errorf(err, errsize, -errno, "getsockname: %m");
         l->fd = TAKE_FD(fd);
         l->tcp = true;
         l->loopback = coord_sockaddr_is_loopback((struct sockaddr *) &ss);
@@ -140,7 +133,7 @@ int coord_listen_activated(struct coord_listener *ls, size_t max, char *err, siz
         char **names = NULL;
         int n = sd_listen_fds_with_names(1, &names);
         if (n < 0)
-                return failf(err, errsize, n, "cannot get sockets from systemd: %m");
+                return errorf(err, errsize, n, "cannot get sockets from systemd: %m");
         int r = 0;
         size_t k = 0;
         for (int i = 0; i < n; i++) {
@@ -154,7 +147,7 @@ int coord_listen_activated(struct coord_listener *ls, size_t max, char *err, siz
                                 is_tcp = true;
                 }
                 if ((!is_unix && !is_tcp) || k >= max) {
-                        r = failf(err, errsize, -EINVAL,
+                        r = errorf(err, errsize, -EINVAL,
                                   "socket-activated fd %d (%s) is not a listening Unix or TCP stream socket; fix the socket unit",
                                   fd, name[0] ? name : "unnamed");
                         break;

@@ -42,11 +42,7 @@ static struct coord_conn *conn_lookup(const struct coord_server *srv, uint64_t t
 }
 
 static void conn_describe(const struct coord_conn *c, char *buf, size_t size) {
-        int n = snprintf(buf, size, "peer %s", c->peer.addr);
-        if (n >= 0 && (size_t) n < size && c->peer.have_uid)
-                n += snprintf(buf + n, size - (size_t) n, " uid %" PRIu32, c->peer.uid);
-        if (n >= 0 && (size_t) n < size && c->peer.have_pid)
-                text_printf(buf + n, size - (size_t) n, " pid %" PRIu32, c->peer.pid);
+        coord_peer_describe(&c->peer, buf, size);
 }
 
 static void send_or_drop(struct coord_conn *c, const struct proto_msg *m) {

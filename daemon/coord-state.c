@@ -194,7 +194,7 @@ static void member_describe(const struct coord_member *m, char *buf, size_t size
                  m->program[0] ? m->program : "?", m->pid, m->host[0] ? m->host : "?");
 }
 
-static void peer_describe(const struct coord_peer *p, char *buf, size_t size) {
+void coord_peer_describe(const struct coord_peer *p, char *buf, size_t size) {
         int n = snprintf(buf, size, "peer %s", p->addr[0] ? p->addr : "?");
         if (n < 0 || (size_t) n >= size)
                 return;
@@ -342,7 +342,7 @@ static int reject(struct coord_state *s, uint64_t conn, const struct coord_peer 
         struct coord_peer none = {};
         if (!peer)
                 peer = &none;
-        peer_describe(peer, who, sizeof who);
+        coord_peer_describe(peer, who, sizeof who);
         struct coord_log *l = log_add(s, LOG_WARNING, COORD_EV_PEER_REFUSED, "refused %s: %s",
                                       who, m.u.reject.reason);
         l->fields |= COORD_LOG_PEER;
@@ -947,7 +947,7 @@ int coord_state_hello(struct coord_state *s, uint64_t conn, const struct proto_h
         m->hello = xcalloc(1, sizeof *m->hello);
         *m->hello = *h;
         char who[160];
-        peer_describe(&m->peer, who, sizeof who);
+        coord_peer_describe(&m->peer, who, sizeof who);
         log_add(s, LOG_INFO, COORD_EV_NONE, "%s (%s, pid %" PRIu32 ") waits to join until the %s in progress is over",
                 who, h->program, h->pid, s->mode == COORD_MODE_RESTART ? "restart" : "checkpoint");
         return 1;

@@ -42,6 +42,9 @@ struct coord_peer {
         char addr[80];          /* "unix" or "address:port" */
 };
 
+/* "peer ADDR uid U pid P" (the parts that are known). */
+void coord_peer_describe(const struct coord_peer *p, char *buf, size_t size);
+
 struct coord_member {
         uint64_t conn;          /* server's connection token */
         uint32_t id;            /* member id sent in WELCOME */

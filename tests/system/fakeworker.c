@@ -127,8 +127,17 @@ static void write_image(struct worker *w) {
         sanitize_filename(name);
         snprintf(path, sizeof path, "%s/%s", w->dir, name);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-                die("cannot create %s: %m", path);
+        if (fd < 0) {
+                /* E.g. the checkpoint was aborted meanwhile and its directory
+                 * removed: report it, as the runtime would. */
+                int err = errno;
+                char why[PROTO_TEXT_MAX + 1];
+                if (snprintf(why, sizeof why, "cannot create image %s: %s", name, strerror(err)) < 0)
+                        why[0] = 0;
+                errno = err;
+                send_done(w, PROTO_PH_WRITE, -errno, 0, 0, why);
+                return;
+        }
         uint8_t block[4096];
         uLong crc = crc32(0, NULL, 0);
         for (uint64_t off = 0; off < opt.image_bytes;) {

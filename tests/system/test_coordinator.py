@@ -32,6 +32,7 @@ FAKE = os.environ.get("FAKEWORKER", "")
 SKIP = 77
 
 TESTS = {}
+STARTED = []        # every process a test started, killed by PID at the end whatever happened
 
 
 def test(fn):
@@ -76,6 +77,7 @@ class Worker:
         self.lines = []
         self.cond = threading.Condition()
         self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        STARTED.append(self.p)
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
 
@@ -144,6 +146,7 @@ class Coord:
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                   stdout=self.log, stderr=self.log, env=self.env, cwd=self.tmp,
                                   preexec_fn=preexec)
+        STARTED.append(self.p)
         wait_until(lambda: os.path.exists(self.port_file) or self.p.poll() is not None, 10, "the port file")
         check(self.p.poll() is None, "coordinator exited at start: %s" % self.text())
         self.port = int(open(self.port_file).read())
@@ -408,6 +411,18 @@ def test_bad_input(tmp):
 
 
 @test
+def test_hello_timeout(tmp):
+    c = Coord(tmp)
+    t0 = time.monotonic()
+    b = c.worker("--bad", "nohello", name="silent")
+    check(b.wait_exit(15) == 0 and any("no HELLO within 5 s" in l for l in b.lines), "silent peer: %s" % b.lines)
+    check(4.5 < time.monotonic() - t0 < 9, "closed after about 5 s (%.1f)" % (time.monotonic() - t0))
+    c.wait_log("sent no HELLO within 5 s")
+    check(c.status()["num_peers"] == 0, "still serving")
+    c.stop()
+
+
+@test
 def test_uid(tmp):
     os.chmod(tmp, 0o755)
     c = Coord(tmp)
@@ -482,6 +497,10 @@ def test_port_file(tmp):
     c2.wait_log("replaced stale socket")
     check(c2.status()["num_peers"] == 0, "serves")
     c2.stop()
+    # A socket directory others may write to is refused.
+    os.chmod(os.path.dirname(c.sock), 0o770)
+    r = subprocess.run([COORD, "--port", "0"], capture_output=True, text=True, env=c.env, timeout=10)
+    check(r.returncode == 1 and "not a private directory" in r.stderr, "open socket dir: %d %r" % (r.returncode, r.stderr))
 
 
 @test
@@ -821,6 +840,7 @@ def test_socket_activation(tmp):
     p = subprocess.Popen([sa, "-l", path, "-l", "127.0.0.1:%d" % port, "--fdname=coord:coord-tcp",
                           COORD, "--job", "act", "--idle-timeout", "30"], stdout=log, stderr=log, env=env,
                          stdin=subprocess.DEVNULL)
+    STARTED.append(p)
     try:
         wait_until(lambda: os.path.exists(path), 10, "activated socket")
         r = subprocess.run([CMD, "--job", "act", "-s", "--json"], capture_output=True, text=True, env=env, timeout=30)
@@ -881,6 +901,7 @@ def test_daemon(tmp):
                                    env=env, timeout=10).stdout)
     pid = st["coordinator"]["pid"]
     check(pid > 0, "daemon answers")
+    DAEMONS.append(pid)
     # A second daemon on the same port fails in the parent with the child's status.
     r = subprocess.run([COORD, "--daemon", "--port", str(port), "--job", "x"], capture_output=True, text=True,
                        env=env, timeout=10)
@@ -905,6 +926,7 @@ def test_journal_stream_rule(tmp):
     pf = os.path.join(tmp, "port2")
     p = subprocess.Popen([COORD, "--port", "0", "--port-file", pf, "--job", "jr"], stdout=f, stderr=f,
                          env=env, stdin=subprocess.DEVNULL)
+    STARTED.append(p)
     wait_until(lambda: os.path.exists(pf), 10, "port file")
     p.terminate()
     p.wait(10)
@@ -930,6 +952,21 @@ def test_catalog(tmp):
         check(len(b.split("\n\n", 1)[1].strip()) > 20, "%s has a body" % name)
 
 
+DAEMONS = []        # PIDs of coordinators started with --daemon (not our children)
+
+
+def kill_started():
+    for p in STARTED:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for pid in DAEMONS:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__)
@@ -946,12 +983,15 @@ def main():
     try:
         fn(tmp)
     except Skip as e:
+        kill_started()
         print("SKIP %s: %s" % (name, e))
         return SKIP
-    except AssertionError as e:
+    except Exception as e:
+        kill_started()
         print("FAIL %s: %s" % (name, e))
         print("temporary directory kept: %s" % tmp)
         return 1
+    kill_started()
     print("PASS %s" % name)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
