@@ -117,6 +117,10 @@ static int start_coordinator(const struct coord_start_opts *o, struct coord_addr
         argv[n++] = bin;
         argv[n++] = "--daemon";
         argv[n++] = "--exit-on-last";
+        /* One we started that nobody ever joins (the launch or restart
+         * failed) must not linger. */
+        argv[n++] = "--idle-timeout";
+        argv[n++] = "60";
         argv[n++] = "-q";
         argv[n++] = "--port";
         argv[n++] = port;

@@ -53,7 +53,7 @@ struct rst_incoming {
         uint32_t interval;
         uint32_t n_image_ranges;
         uint32_t n_file_fds;
-        uint32_t reserved2;
+        uint32_t members;                       /* processes restarted together (the generation's) */
         uint64_t generation;
         uint64_t image_dev, image_ino;          /* the image file mapped in lazy mode */
         uint64_t restart_start_usec;            /* CLOCK_MONOTONIC when dmtcp_restart started */

@@ -979,6 +979,18 @@ static void member_remove(struct coord_state *s, struct coord_member *m, int err
                 char reason[PROTO_TEXT_MAX + 1];
                 switch (s->mode) {
                 case COORD_MODE_CKPT:
+                        /* A process that ended before it was suspended holds no
+                         * state of this checkpoint (a short-lived child, say):
+                         * the checkpoint goes on without it. Once suspended, its
+                         * loss is a failure. */
+                        if (err == -ECONNRESET && s->phase == PROTO_PH_SUSPEND && m->done < PROTO_PH_SUSPEND &&
+                            n_in_round(s) > 0) {
+                                log_add(s, LOG_INFO, COORD_EV_NONE,
+                                        "%s ended before it was suspended; checkpoint generation %" PRIu64 " goes on without it",
+                                        who, s->gen);
+                                barrier_check(s);
+                                break;
+                        }
                         text_printf(reason, sizeof reason, "%s %s in phase %s", who, why, proto_phase_name(s->phase));
                         ckpt_abort(s, err, reason, m);
                         break;

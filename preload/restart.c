@@ -92,6 +92,9 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
         strscpy(gen_dir, in->gen_dir, sizeof gen_dir);
         uint64_t boot_addr = in->bootstrap_addr, boot_len = in->bootstrap_len;
         uint64_t t_start = in->restart_start_usec;
+        /* The processes of the generation restored, as its MANIFEST lists
+         * them: some may have ended before they were suspended. */
+        uint32_t members = in->members ? in->members : begin->members;
 
         /* Process state that is not memory. */
         rt_signals_restore();
@@ -109,7 +112,7 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
         hello_fill_self(&h, PROTO_ROLE_RESTART, rt.cfg.program);
         h.pid = (uint32_t) rt.pid;
         h.generation = begin->generation;
-        h.members = begin->members;
+        h.members = members;
         strscpy(h.upid, rt.cfg.upid, sizeof h.upid);
         strscpy(h.comp_id, begin->comp_id, sizeof h.comp_id);
         strscpy(h.ckptdir, gen_dir, sizeof h.ckptdir);

@@ -624,6 +624,7 @@ int main(int argc, char **argv) {
                         inspect(&ims[i]);
                 return 0;
         }
+        o.members = man.n_images ? (uint32_t) man.n_images : (uint32_t) n;
         if (n > 1)
                 die(fail_rc, "restarting a computation of %zu processes is not supported yet (one process only)", n);
         struct rst_image *im = &ims[0];

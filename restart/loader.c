@@ -489,6 +489,7 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
         strscpy(in->coord_path, go.path, sizeof in->coord_path);
         in->interval = o->interval >= 0 ? (uint32_t) o->interval : 0;
         in->generation = im->img.hdr.generation;
+        in->members = o->members;
         in->restart_start_usec = o->start_usec;
         if (o->coord.job)
                 strscpy(in->job, o->coord.job, sizeof in->job);

@@ -23,6 +23,7 @@ struct rst_options {
         bool quiet;
         int interval;                   /* -1 = not given */
         int fail_rc;
+        uint32_t members;               /* processes of the generation, 0 = from the image */
         uint64_t start_usec;            /* CLOCK_MONOTONIC at start */
 };
 

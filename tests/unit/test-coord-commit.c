@@ -130,8 +130,26 @@ static void test_generations_and_prune(void **state) {
         assert_true(read_small_file(p, text, sizeof text) > 0);
         assert_non_null(strstr(text, "#!/bin/sh\n"));
         assert_non_null(strstr(text, "generation:  7"));
-        assert_non_null(strstr(text, ": \"${DMTCP_RESTART:='/opt/dmtcp/bin/dmtcp_restart'}\""));
+        assert_non_null(strstr(text, "[ -n \"${DMTCP_RESTART:-}\" ] || DMTCP_RESTART='/opt/dmtcp/bin/dmtcp_restart'\n"));
         assert_non_null(strstr(text, "exec \"$DMTCP_RESTART\" \"$@\" \"$dir\"\n"));
+        /* Run it: it must exec the recorded path with our options and its directory. */
+        char cmd[PATH_MAX * 2];
+        snprintf(cmd, sizeof cmd, "env -u DMTCP_RESTART PATH=/usr/bin:/bin sh %s -p 5 2>&1", p);
+        FILE *f = popen(cmd, "r");
+        assert_non_null(f);
+        char out[512] = "";
+        size_t k = fread(out, 1, sizeof out - 1, f);
+        out[k] = 0;
+        pclose(f);
+        assert_non_null(strstr(out, "/opt/dmtcp/bin/dmtcp_restart"));
+        assert_null(strstr(out, "'/opt"));
+        snprintf(cmd, sizeof cmd, "DMTCP_RESTART=echo sh %s -p 5", p);
+        f = popen(cmd, "r");
+        assert_non_null(f);
+        k = fread(out, 1, sizeof out - 1, f);
+        out[k] = 0;
+        pclose(f);
+        assert_non_null(strstr(out, "-p 5 /"));
 }
 
 static void test_commit_refuses_bad_images(void **state) {

@@ -414,9 +414,10 @@ static void test_failure_in_each_phase(void **state) {
         }
 }
 
-/* A member vanishes at phase p: the others are told, the checkpoint aborted. */
+/* A member vanishes at phase p (once suspended): the others are told, the
+ * checkpoint aborted. */
 static void test_vanish_in_each_phase(void **state) {
-        for (int p = PROTO_PH_SUSPEND; p <= PROTO_PH_WRITE; p++) {
+        for (int p = PROTO_PH_DRAIN; p <= PROTO_PH_WRITE; p++) {
                 struct coord_config cfg = base_cfg();
                 struct coord_state *s = new_state(&cfg);
                 const uint64_t c[] = { 10, 11, 12 };
@@ -446,6 +447,56 @@ static void test_vanish_in_each_phase(void **state) {
                 acts_clear();
                 coord_state_free(s);
         }
+}
+
+/* A member that ends before it is suspended is left out of the checkpoint,
+ * which commits with the others; one that ends after reporting SUSPEND
+ * aborts it. */
+static void test_vanish_before_suspended(void **state) {
+        struct coord_config cfg = base_cfg();
+        struct coord_state *s = new_state(&cfg);
+        const uint64_t c[] = { 10, 11 };
+        join(s, 10, "a");
+        join(s, 11, "b");
+        join(s, 12, "shortlived");
+        start(s, 1, 0);
+        done(s, 10, 1, PROTO_PH_SUSPEND, 0, NULL, 0);
+        coord_state_disconnect(s, 12, "connection closed");
+        take(s);
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 0);
+        assert_null(sent(PROTO_PHASE_GO, 10));
+        done(s, 11, 1, PROTO_PH_SUSPEND, 0, NULL, 0);
+        take(s);
+        assert_non_null(sent(PROTO_PHASE_GO, 10));
+        assert_non_null(sent(PROTO_PHASE_GO, 11));
+        acts_clear();
+        all_done(s, c, 2, 1, PROTO_PH_DRAIN);
+        all_done(s, c, 2, 1, PROTO_PH_CAPTURE);
+        take(s);
+        done(s, 10, 1, PROTO_PH_WRITE, 0, "img-a", 1);
+        done(s, 11, 1, PROTO_PH_WRITE, 0, "img-b", 1);
+        take(s);
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 0);
+        assert_non_null(find(COORD_ACT_COMMIT));
+        coord_state_commit_done(s, 0, NULL);
+        take(s);
+        assert_int_equal(n_sent(PROTO_CKPT_COMMITTED), 2);
+        acts_clear();
+        coord_state_free(s);
+
+        /* Suspended, then gone: abort. */
+        s = new_state(&cfg);
+        join(s, 10, "a");
+        join(s, 11, "b");
+        join(s, 12, "victim");
+        start(s, 1, 0);
+        done(s, 12, 1, PROTO_PH_SUSPEND, 0, NULL, 0);
+        coord_state_disconnect(s, 12, "connection closed");
+        take(s);
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 2);
+        assert_non_null(strstr(sent(PROTO_CKPT_ABORT, 10)->u.ckpt_abort.reason, "victim"));
+        acts_clear();
+        coord_state_free(s);
 }
 
 static void test_vanish_after_commit_is_no_abort(void **state) {
@@ -993,6 +1044,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_plain_checkpoint_answers_at_once, setup, teardown),
                 cmocka_unit_test(test_failure_in_each_phase),
                 cmocka_unit_test(test_vanish_in_each_phase),
+                cmocka_unit_test(test_vanish_before_suspended),
                 cmocka_unit_test_setup_teardown(test_vanish_after_commit_is_no_abort, setup, teardown),
                 cmocka_unit_test(test_protocol_violations),
                 cmocka_unit_test_setup_teardown(test_phase_done_when_idle, setup, teardown),
