@@ -506,6 +506,49 @@ int img_read_block(int fd, const struct img_block *b, void *dst, void *scratch, 
         return fail(err, -EBADMSG, "corrupted block encoding");
 }
 
+int img_decode_block(const struct img_block *b, const uint8_t *src, void *dst, struct img_error *err) {
+        switch (b->enc) {
+        case IMG_ENC_ZERO:
+                memset(dst, 0, b->ulen);
+                return 0;
+        case IMG_ENC_GUARD:
+                return 0;
+        case IMG_ENC_RAW: {
+                const size_t chunk = 64 * 1024;
+                uLong c = crc32(0, NULL, 0);
+                for (size_t o = 0; o < b->clen; o += chunk) {
+                        size_t n = MIN(chunk, (size_t) b->clen - o);
+                        c = crc32(c, src + o, (uInt) n);
+                        memcpy((uint8_t *) dst + o, src + o, n);
+                }
+                if ((uint32_t) c != b->crc)
+                        return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
+                                    (unsigned long long) b->file_off);
+                return 0;
+        }
+        case IMG_ENC_DEFLATE: {
+                if ((uint32_t) crc32(0, src, b->clen) != b->crc)
+                        return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
+                                    (unsigned long long) b->file_off);
+                z_stream z = { 0 };
+                if (inflateInit2(&z, -15) != Z_OK)
+                        return fail(err, -ENOMEM, "cannot initialize decompression");
+                z.next_in = (Bytef *) src;
+                z.avail_in = b->clen;
+                z.next_out = dst;
+                z.avail_out = b->ulen;
+                int zr = inflate(&z, Z_FINISH);
+                bool ok = zr == Z_STREAM_END && z.avail_out == 0 && z.avail_in == 0;
+                inflateEnd(&z);
+                if (!ok)
+                        return fail(err, -EBADMSG, "corrupted data block at offset %llu (does not decompress)",
+                                    (unsigned long long) b->file_off);
+                return 0;
+        }
+        }
+        return fail(err, -EBADMSG, "corrupted block encoding");
+}
+
 struct verify_job {
         int fd;
         const struct img *img;

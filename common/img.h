@@ -326,6 +326,12 @@ int img_verify_blocks(int fd, const struct img *img, unsigned n_threads, struct 
  * scratch must hold clen bytes for deflate blocks. */
 int img_read_block(int fd, const struct img_block *b, void *dst, void *scratch, struct img_error *err);
 
+/* Decode one block whose stored bytes are at src (e.g. a mapping of the
+ * image at b->file_off): checks the crc and writes ulen bytes to dst. Raw
+ * blocks are checked and copied chunk by chunk, while each chunk is in the
+ * CPU's cache: one pass over memory instead of two. */
+int img_decode_block(const struct img_block *b, const uint8_t *src, void *dst, struct img_error *err);
+
 const char *img_region_kind_name(uint32_t kind);
 const char *img_fd_kind_name(uint32_t kind);
 

@@ -303,8 +303,10 @@ const char *proto_phase_name(int phase) {
         static const char *const names[_PROTO_PH_MAX] = {
                 [PROTO_PH_NONE] = "idle",
                 [PROTO_PH_SUSPEND] = "suspend",
+                [PROTO_PH_ELECT] = "elect",
                 [PROTO_PH_DRAIN] = "drain",
                 [PROTO_PH_CAPTURE] = "capture",
+                [PROTO_PH_REFILL] = "refill",
                 [PROTO_PH_WRITE] = "write",
                 [PROTO_PH_RESUME] = "resume",
                 [PROTO_PH_RST_JOIN] = "restart-join",

@@ -63,8 +63,10 @@ enum proto_role {
 enum proto_phase {
         PROTO_PH_NONE = 0,
         PROTO_PH_SUSPEND = 1,     /* all user threads stopped */
+        PROTO_PH_ELECT,           /* descriptors published; owners of shared ones chosen */
         PROTO_PH_DRAIN,           /* in-flight data read out of kernel buffers */
         PROTO_PH_CAPTURE,         /* process state captured (and snapshot forked) */
+        PROTO_PH_REFILL,          /* drained data put back into kernel buffers */
         PROTO_PH_WRITE,           /* image durable on disk (detail = file name) */
         PROTO_PH_RESUME,          /* running again after COMMITTED/ABORT */
         PROTO_PH_RST_JOIN = 10,   /* restart: all members joined (HELLO counts as done) */

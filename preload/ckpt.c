@@ -189,7 +189,11 @@ static pid_t spawn_writer(int img_fd, int pipe_wr, const struct wr_request *req)
         if (raw_syscall0(SYS_getppid) != rt.pid)
                 raw_syscall1(SYS_exit_group, 1);
         int keep[2] = { MIN(img_fd, pipe_wr), MAX(img_fd, pipe_wr) };
-        raw_syscall3(SYS_close_range, 0, (long) keep[0] - 1, 0);
+        /* stderr stays only for DMTCP_TRACE: a reader waiting for EOF on the
+         * program's stderr must not wait for us. */
+        int low = log_get_max_level() >= LOG_DEBUG ? 3 : 0;
+        if (keep[0] > low)
+                raw_syscall3(SYS_close_range, low, (long) keep[0] - 1, 0);
         if (keep[1] > keep[0] + 1)
                 raw_syscall3(SYS_close_range, (long) keep[0] + 1, (long) keep[1] - 1, 0);
         raw_syscall3(SYS_close_range, (long) keep[1] + 1, ~0U, 0);
@@ -242,6 +246,7 @@ static void do_checkpoint(const struct proto_ckpt_begin *begin) {
         const bool kill_after = begin->flags & PROTO_CKPT_KILL_AFTER;
         const bool cow = rt.cfg.cow;
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        rt_trace_t0 = t0;
         int r;
         err[0] = 0;
         rt.generation = gen;
@@ -261,21 +266,27 @@ static void do_checkpoint(const struct proto_ckpt_begin *begin) {
         if (r < 0)
                 return abandon(&c, PROTO_PH_SUSPEND, r, "cannot read the memory map");
 
+        rt_trace("presuspend done");
         r = rt_threads_suspend(err, sizeof err);
         c.suspended = true;
         if (r < 0)
                 return abandon(&c, PROTO_PH_SUSPEND, r, err);
         uint64_t t_suspended = now_usec(CLOCK_MONOTONIC);
+        rt_trace("threads suspended");
         send_done(gen, PROTO_PH_SUSPEND, 0, NULL, 0, 0, t_suspended - t0);
         if ((r = wait_go(&c, PROTO_PH_SUSPEND)) < 0)
                 goto aborted;
 
-        /* Nothing to drain yet: pipes and sockets between processes are not
-         * checkpointed (capture refuses them). */
+        /* Nothing shared between processes is checkpointed yet (capture
+         * refuses pipes and sockets), so nothing to publish, drain or refill. */
+        send_done(gen, PROTO_PH_ELECT, 0, NULL, 0, 0, 0);
+        if ((r = wait_go(&c, PROTO_PH_ELECT)) < 0)
+                goto aborted;
         send_done(gen, PROTO_PH_DRAIN, 0, NULL, 0, 0, 0);
         if ((r = wait_go(&c, PROTO_PH_DRAIN)) < 0)
                 goto aborted;
 
+        rt_trace("drain released");
         /* Capture. */
         if ((r = rt_fds_capture(err, sizeof err)) < 0 || (r = rt_signals_capture(err, sizeof err)) < 0 ||
             (r = rt_proc_capture(&rt_cap->proc, rt_cap->exe, sizeof rt_cap->exe, rt_cap->cwd, sizeof rt_cap->cwd,
@@ -283,6 +294,7 @@ static void do_checkpoint(const struct proto_ckpt_begin *begin) {
             (r = rt_mem_capture(cow, err, sizeof err)) < 0)
                 return abandon(&c, PROTO_PH_CAPTURE, r, err[0] ? err : "cannot capture process state");
 
+        rt_trace("state captured");
         struct rt_thread *self = &rt.ckpt_thread;
         self->tid = (uint32_t) rt.ckpt_tid;
         rt_thread_capture_self(self);
@@ -327,8 +339,12 @@ static void do_checkpoint(const struct proto_ckpt_begin *begin) {
                 }
         }
         uint64_t t_captured = now_usec(CLOCK_MONOTONIC);
+        rt_trace("snapshot forked");
         send_done(gen, PROTO_PH_CAPTURE, 0, NULL, 0, 0, t_captured - t_suspended);
         if ((r = wait_go(&c, PROTO_PH_CAPTURE)) < 0)
+                goto aborted;
+        send_done(gen, PROTO_PH_REFILL, 0, NULL, 0, 0, 0);
+        if ((r = wait_go(&c, PROTO_PH_REFILL)) < 0)
                 goto aborted;
 
         struct wr_result res;
@@ -336,6 +352,7 @@ static void do_checkpoint(const struct proto_ckpt_begin *begin) {
                 if (!kill_after) {
                         resume_program(&c);
                         c.resumed_early = true;
+                        rt_trace("program resumed");
                 }
                 r = wait_writer(&c, &res);
                 if (r == -ECANCELED || r == -ECONNRESET || r == -EINTR)
@@ -346,6 +363,7 @@ static void do_checkpoint(const struct proto_ckpt_begin *begin) {
         }
         if (r < 0)
                 return abandon(&c, PROTO_PH_WRITE, r, res.err);
+        rt_trace("image written");
         send_done(gen, PROTO_PH_WRITE, 0, c.image_name, res.size, res.crc, now_usec(CLOCK_MONOTONIC) - t_captured);
 
         /* Wait for the verdict. */
@@ -368,6 +386,7 @@ static void do_checkpoint(const struct proto_ckpt_begin *begin) {
                 }
         }
         rt.ckpt_count++;
+        rt_trace("committed");
         if (kill_after)
                 die_after_checkpoint();
         resume_program(&c);

@@ -15,6 +15,7 @@
 
 struct rt_state rt = { .coord_fd = -1 };
 struct rst_incoming *volatile rt_incoming;
+uint64_t rt_trace_t0;
 
 
 static bool env_bool(const char *name, bool dflt) {
@@ -79,6 +80,8 @@ static int config_from_env(void) {
         read_secret();
         if (c->quiet)
                 log_set_max_level(LOG_WARNING);
+        if (env_bool("DMTCP_TRACE", false))
+                log_set_max_level(LOG_DEBUG);
         return 0;
 }
 

@@ -211,3 +211,8 @@ void rt_log(int level, const char *fmt, ...) _printf_(2, 3);
 #define rt_warn(...) rt_log(LOG_WARNING, __VA_ARGS__)
 #define rt_info(...) rt_log(LOG_INFO, __VA_ARGS__)
 #define rt_debug(...) rt_log(LOG_DEBUG, __VA_ARGS__)
+
+/* DMTCP_TRACE=1: timings of a checkpoint's steps on stderr. */
+extern uint64_t rt_trace_t0;
+#define rt_trace(what) \
+        rt_debug("trace %8llu us  %s", (unsigned long long) (now_usec(CLOCK_MONOTONIC) - rt_trace_t0), (what))

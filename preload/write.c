@@ -99,6 +99,7 @@ struct wr_ctx {
         struct img_block *blocks;
         size_t n_blocks, cap_blocks;
         uint64_t off, synced, mem_bytes;
+        uint64_t usec_write, usec_wait;          /* DMTCP_TRACE: where the writer's time went */
         bool compressed;
         char err[256];
 };
@@ -434,7 +435,9 @@ static int put_block(struct wr_ctx *w, const struct wr_out *o) {
         if (b.clen) {
                 if (b.enc == IMG_ENC_RAW)
                         w->off = ALIGN_UP(w->off, PAGE_SZ);
+                uint64_t t = now_usec(CLOCK_MONOTONIC);
                 int r = raw_pwrite_all(w->fd, o->data, b.clen, w->off);
+                w->usec_write += now_usec(CLOCK_MONOTONIC) - t;
                 if (r < 0)
                         return r;
                 b.file_off = w->off;
@@ -611,13 +614,16 @@ static void fill_header(struct wr_ctx *w, struct img_header *h, const struct met
         h->header_crc = img_header_crc(h);
 }
 
+/* ncpus-1 worker threads, plus one worker context (the last) for the
+ * writing thread, which works on items while it waits: one thread per CPU. */
 static int setup_workers(struct wr_ctx *w, struct wr_worker **out, unsigned *n_out) {
-        unsigned n = rt_ncpus();
-        struct wr_worker *wks = rt_alloc(RT_ARENA_SCRATCH, n * sizeof *wks);
+        unsigned ncpu = rt_ncpus();
+        unsigned n = ncpu > 1 ? ncpu - 1 : 1;
+        struct wr_worker *wks = rt_alloc(RT_ARENA_SCRATCH, (n + 1) * sizeof *wks);
         if (!wks)
                 return -ENOMEM;
-        memset(wks, 0, n * sizeof *wks);
-        w->n_slots = 4 * n;
+        memset(wks, 0, (n + 1) * sizeof *wks);
+        w->n_slots = 4 * ncpu;
         w->slots = rt_alloc(RT_ARENA_SCRATCH, w->n_slots * sizeof *w->slots);
         if (!w->slots)
                 return -ENOMEM;
@@ -633,7 +639,7 @@ static int setup_workers(struct wr_ctx *w, struct wr_worker **out, unsigned *n_o
                         w->slots[i].out_cap = out_cap;
                 }
         }
-        for (unsigned i = 0; i < n; i++) {
+        for (unsigned i = 0; i <= n; i++) {
                 struct wr_worker *wk = &wks[i];
                 wk->w = w;
                 if (w->req->gzip) {
@@ -671,6 +677,7 @@ int rt_write_image(const struct wr_request *req, struct wr_result *res) {
                                      PROT_READ | (int) rg->r.prot);
         }
         int r = build_items(&w);
+        rt_trace("writer: items built");
         struct wr_worker *wks = NULL;
         unsigned n_wk = 0;
         if (r == 0)
@@ -686,12 +693,25 @@ int rt_write_image(const struct wr_request *req, struct wr_result *res) {
         }
         for (uint32_t i = 0; r == 0 && i < w.n_items; i++) {
                 struct wr_slot *s = &w.slots[i % w.n_slots];
+                uint64_t tw = now_usec(CLOCK_MONOTONIC);
                 for (;;) {
                         uint32_t v = atomic_load(&s->ready_for);
                         if (v == i + 1)
                                 break;
+                        /* Rather than wait, do an item ourselves, but only one
+                         * whose slot is free already (or we would wait on
+                         * ourselves). */
+                        uint32_t j = atomic_load(&w.next_item);
+                        if (j < w.n_items && j < i + w.n_slots && atomic_load(&w.slots[j % w.n_slots].free_for) == j &&
+                            atomic_compare_exchange_strong(&w.next_item, &j, j + 1)) {
+                                struct wr_slot *sj = &w.slots[j % w.n_slots];
+                                process_item(&w, &wks[n_wk], &w.items[j], sj);
+                                atomic_store(&sj->ready_for, j + 1);
+                                continue;
+                        }
                         raw_futex_wait((uint32_t *) &s->ready_for, v, NULL);
                 }
+                w.usec_wait += now_usec(CLOCK_MONOTONIC) - tw;
                 if (s->err) {
                         r = s->err;
                         snprintf(res->err, sizeof res->err, "cannot read memory at %llx: %s",
@@ -725,6 +745,9 @@ int rt_write_image(const struct wr_request *req, struct wr_result *res) {
                 return r;
         }
 
+        rt_trace("writer: data written");
+        rt_debug("writer: %u items, %zu blocks, %u workers; %llu us in pwrite, %llu us waiting for workers", w.n_items,
+                 w.n_blocks, n_wk, (unsigned long long) w.usec_write, (unsigned long long) w.usec_wait);
         struct meta_buf m;
         r = build_meta(&w, &m);
         if (r < 0) {
@@ -737,6 +760,7 @@ int rt_write_image(const struct wr_request *req, struct wr_result *res) {
         r = raw_pwrite_all(w.fd, m.p, m.len, meta_off);
         if (r == 0)
                 r = raw_pwrite_all(w.fd, &h, sizeof h, 0);
+        rt_trace("writer: metadata written");
         if (r == 0) {
                 long k = raw_syscall1(SYS_fdatasync, w.fd);
                 if (k < 0)

@@ -43,6 +43,15 @@ __attribute__((used, visibility("default"))) const int dmtcp_tool_marker = 1;
 
 static int fail_rc;
 static pid_t forward_to;
+static bool tracing;
+static uint64_t t_start;
+
+/* DMTCP_TRACE=1: where a restart's time goes. */
+static void trace(const char *what) {
+        if (tracing)
+                fprintf(stderr, "dmtcp_restart: trace %8llu us  %s\n",
+                        (unsigned long long) (now_usec(CLOCK_MONOTONIC) - t_start), what);
+}
 
 _printf_(2, 3) static _Noreturn void die(int rc, const char *fmt, ...) {
         char msg[2048];
@@ -518,6 +527,8 @@ static _Noreturn void exit_like(int st, bool restored, const struct status_reade
 
 int main(int argc, char **argv) {
         fail_rc = dmtcp_fail_rc();
+        t_start = now_usec(CLOCK_MONOTONIC);
+        tracing = getenv("DMTCP_TRACE") && parse_bool(getenv("DMTCP_TRACE")) > 0;
         log_set_ident("dmtcp_restart");
         struct rst_options o = {
                 .coord = { .mode = COORD_START_ANY, .port = -1, .interval = -1 },
@@ -619,6 +630,7 @@ int main(int argc, char **argv) {
                 die(fail_rc + 1, "no image to restart");
         for (size_t i = 0; i < n; i++)
                 validate(&ims[i], &man, o.no_strict);
+        trace("images validated");
         if (do_inspect) {
                 for (size_t i = 0; i < n; i++)
                         inspect(&ims[i]);
@@ -686,6 +698,7 @@ int main(int argc, char **argv) {
                         strscpy(s.error, line + 1, sizeof s.error);
         }
         if (s.loaded) {
+                trace("image loaded and verified");
                 struct coord_addr addr;
                 int r = coord_ensure(&o.coord, &addr);
                 if (r < 0) {
@@ -699,11 +712,13 @@ int main(int argc, char **argv) {
                 strscpy(go.host, addr.host, sizeof go.host);
                 strscpy(go.path, addr.path, sizeof go.path);
                 write_full(go_pipe[1], &go, sizeof go);
+                trace("coordinator ready");
         }
         close(go_pipe[1]);
         while (!s.restored && !s.error[0] && read_status_line(&s, line, sizeof line)) {
                 if (line[0] == 'R') {
                         s.restored = true;
+                        trace("restored process runs");
                         if (!o.quiet && getenv("DMTCP_RESTART_VERBOSE"))
                                 fprintf(stderr, "dmtcp_restart: process %d restored in %s us\n", (int) pid, line + 1);
                 } else if (line[0] == 'E')

@@ -375,7 +375,7 @@ def abort_case(tmp, how, phase):
 
 
 for _how in ("die", "fail"):
-    for _ph in ("suspend", "drain", "capture", "write"):
+    for _ph in ("suspend", "elect", "drain", "capture", "refill", "write"):
         def _mk(how, ph):
             def f(tmp):
                 abort_case(tmp, how, ph)

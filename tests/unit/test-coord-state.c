@@ -470,8 +470,8 @@ static void test_vanish_before_suspended(void **state) {
         assert_non_null(sent(PROTO_PHASE_GO, 10));
         assert_non_null(sent(PROTO_PHASE_GO, 11));
         acts_clear();
-        all_done(s, c, 2, 1, PROTO_PH_DRAIN);
-        all_done(s, c, 2, 1, PROTO_PH_CAPTURE);
+        for (int p = PROTO_PH_SUSPEND + 1; p < PROTO_PH_WRITE; p++)
+                all_done(s, c, 2, 1, p);
         take(s);
         done(s, 10, 1, PROTO_PH_WRITE, 0, "img-a", 1);
         done(s, 11, 1, PROTO_PH_WRITE, 0, "img-b", 1);
@@ -609,7 +609,7 @@ static void test_join_during_suspend_vs_later(void **state) {
         assert_int_equal(coord_state_n_members(s), 2);
         assert_int_equal(coord_state_n_pending(s), 1);
         const uint64_t c[] = { 10, 11 };
-        for (int p = PROTO_PH_DRAIN; p <= PROTO_PH_WRITE; p++)
+        for (int p = PROTO_PH_SUSPEND + 1; p <= PROTO_PH_WRITE; p++)
                 all_done(s, c, 2, 2, p);
         take(s);
         assert_null(sent(PROTO_WELCOME, 12));

@@ -359,7 +359,8 @@ static void test_encode_small_buffer(void **state) {
 static void test_names(void **state) {
         assert_string_equal(proto_phase_name(PROTO_PH_SUSPEND), "suspend");
         assert_string_equal(proto_phase_name(PROTO_PH_RST_JOIN), "restart-join");
-        assert_string_equal(proto_phase_name(7), "unknown");
+        assert_string_equal(proto_phase_name(PROTO_PH_REFILL), "refill");
+        assert_string_equal(proto_phase_name(9), "unknown");
         assert_string_equal(proto_reject_name(PROTO_REJ_UID), "peer of another user");
         assert_string_equal(proto_reject_name(0), "unknown reason");
         assert_string_equal(proto_command_name(PROTO_CMD_BCHECKPOINT), "bcheckpoint");
