@@ -89,6 +89,13 @@ static const struct field f_kv_value[] = {
         STR(kv, key), U8R(kv, found, 0, 1), BYTES(kv, value, value_len),
 };
 
+static const struct field f_who_is[] = {
+        U32(who_is, pid), STR(who_is, host),
+};
+static const struct field f_who[] = {
+        U32(who, pid), U8R(who, status, 0, _PROTO_WHO_MAX - 1), STR(who, host), STR(who, upid),
+};
+
 struct schema {
         const char *name;
         const struct field *fields;
@@ -113,6 +120,9 @@ static const struct schema schemas[_PROTO_TYPE_MAX] = {
         SCHEMA(PROTO_KV_PUT, "KV_PUT", f_kv_put),
         SCHEMA(PROTO_KV_GET, "KV_GET", f_kv_get),
         SCHEMA(PROTO_KV_VALUE, "KV_VALUE", f_kv_value),
+        [PROTO_EXEC] = { "EXEC", NULL, 0 },        /* no payload */
+        SCHEMA(PROTO_WHO_IS, "WHO_IS", f_who_is),
+        SCHEMA(PROTO_WHO, "WHO", f_who),
 };
 
 static const struct schema *schema_of(int type) {

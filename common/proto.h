@@ -48,6 +48,9 @@ enum proto_type {
         PROTO_KV_PUT,             /* worker -> coordinator: publish key=value */
         PROTO_KV_GET,             /* worker -> coordinator: look up key */
         PROTO_KV_VALUE,           /* coordinator -> worker: answer to KV_GET */
+        PROTO_EXEC,               /* worker -> coordinator: this process is about to exec */
+        PROTO_WHO_IS,             /* worker -> coordinator: is process (host, pid) a member? */
+        PROTO_WHO,                /* coordinator -> worker: answer to WHO_IS */
         _PROTO_TYPE_MAX,
 };
 
@@ -107,6 +110,15 @@ enum proto_member_state {
         PROTO_MS_CHECKPOINTING,
         PROTO_MS_RESTARTING,
         _PROTO_MS_MAX,
+};
+
+/* Answer to WHO_IS. */
+enum proto_who_status {
+        PROTO_WHO_UNKNOWN = 0,    /* no member with that host and pid */
+        PROTO_WHO_MEMBER,         /* a member, not part of the checkpoint in flight */
+        PROTO_WHO_IN_ROUND,       /* a member taking part in the checkpoint in flight */
+        PROTO_WHO_EXEC,           /* a member between exec and its new image joining */
+        _PROTO_WHO_MAX,
 };
 
 /* Flags of CKPT_BEGIN. */
@@ -231,6 +243,18 @@ struct proto_kv {
         uint8_t value[PROTO_VALUE_MAX];
 };
 
+struct proto_who_is {
+        uint32_t pid;
+        char host[PROTO_HOST_MAX + 1];
+};
+
+struct proto_who {
+        uint32_t pid;
+        uint8_t status;                     /* enum proto_who_status */
+        char host[PROTO_HOST_MAX + 1];
+        char upid[PROTO_ID_MAX + 1];
+};
+
 struct proto_msg {
         uint16_t type;
         union {
@@ -248,6 +272,8 @@ struct proto_msg {
                 struct proto_ckpt_committed ckpt_committed;
                 struct proto_kill kill;
                 struct proto_kv kv;
+                struct proto_who_is who_is;
+                struct proto_who who;
         } u;
 };
 

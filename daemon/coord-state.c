@@ -937,12 +937,55 @@ int coord_state_hello(struct coord_state *s, uint64_t conn, const struct proto_h
                 return reject(s, conn, peer, PROTO_REJ_WRONG_COMP,
                               "this coordinator serves computation %s, not %s", s->comp_id, h->comp_id);
 
+        /* The new image of a process that announced an exec. */
+        for (size_t i = 0; i < s->n_members; i++) {
+                struct coord_member *old = s->members[i];
+                if (!(old->execing || old->placeholder) || old->pid != h->pid || strcmp(old->host, h->host))
+                        continue;
+                if (!old->placeholder) {
+                        /* Its old connection has not closed yet: it will. */
+                        member_unlink(s, old);
+                        member_free(old);
+                        break;
+                }
+                member_unlink(s, old);
+                old->conn = conn;
+                old->placeholder = old->execing = false;
+                strscpy(old->program, h->program, sizeof old->program);
+                strscpy(old->upid, h->upid, sizeof old->upid);
+                if (peer)
+                        old->peer = *peer;
+                size_t pos = member_pos(s, conn);
+                memmove(s->members + pos + 1, s->members + pos, (s->n_members - pos) * sizeof *s->members);
+                s->members[pos] = old;
+                s->n_members++;
+                send_welcome(s, old);
+                log_add(s, LOG_DEBUG, COORD_EV_NONE, "%s (pid %" PRIu32 ") is back after exec", old->program, old->pid);
+                if (s->mode == COORD_MODE_CKPT && old->in_round && old->done < PROTO_PH_SUSPEND)
+                        send_ckpt_begin(s, conn);
+                return 1;
+        }
+
         struct coord_member *m = member_add(s, conn, h, peer);
         if (s->mode == COORD_MODE_IDLE || (s->mode == COORD_MODE_CKPT && s->phase == PROTO_PH_SUSPEND)) {
                 welcome_worker(s, m, h);
                 return 1;
         }
-        /* Later checkpoint phases or a restart: the newcomer waits. */
+        if (s->mode == COORD_MODE_CKPT || s->mode == COORD_MODE_RESUME) {
+                /* After SUSPEND: every member's children are in the round
+                 * already (each waits for its own before it reports SUSPEND),
+                 * so a newcomer now is unrelated to this checkpoint. It joins
+                 * the computation at once, outside the round. */
+                if (!s->comp_id[0])
+                        computation_begin(s, h);
+                m->id = ++s->next_member_id;
+                m->state = PROTO_MS_RUNNING;
+                s->ever_joined = true;
+                send_welcome(s, m);
+                log_joined(s, m);
+                return 1;
+        }
+        /* A restart: the newcomer waits until it is over. */
         m->pending = true;
         m->hello = xcalloc(1, sizeof *m->hello);
         *m->hello = *h;
@@ -958,6 +1001,16 @@ int coord_state_hello(struct coord_state *s, uint64_t conn, const struct proto_h
 static void kill_finish(struct coord_state *s);
 
 static void member_remove(struct coord_state *s, struct coord_member *m, int err, const char *why) {
+        if (m->execing && !m->placeholder && err == -ECONNRESET) {
+                /* It announced an exec: its new image will join as the same
+                 * process. Keep its place (in a checkpoint round too). */
+                m->placeholder = true;
+                m->placeholder_deadline = now_mono(s) + COORD_EXEC_GRACE_USEC;
+                log_add(s, LOG_DEBUG, COORD_EV_NONE, "%s (pid %" PRIu32 ") exec'd; waiting for its new image",
+                        m->program, m->pid);
+                return;
+        }
+        m->placeholder = false;
         member_unlink(s, m);
         char who[PROTO_NAME_MAX + PROTO_HOST_MAX + 64];
         member_describe(m, who, sizeof who);
@@ -1178,6 +1231,39 @@ void coord_state_kv_put(struct coord_state *s, uint64_t conn, const struct proto
         s->kv_bytes = s->kv_bytes - old + kv->value_len + add;
 }
 
+void coord_state_exec(struct coord_state *s, uint64_t conn) {
+        struct coord_member *m = member_find(s, conn);
+        if (m && !m->pending)
+                m->execing = true;
+}
+
+void coord_state_who_is(struct coord_state *s, uint64_t conn, const struct proto_who_is *q) {
+        struct coord_member *asker = member_find(s, conn);
+        if (!asker)
+                return;
+        if (asker->pending)
+                return violation(s, asker, "WHO_IS before being welcomed");
+        struct proto_msg r;
+        proto_init(&r, PROTO_WHO);
+        r.u.who.pid = q->pid;
+        strscpy(r.u.who.host, q->host, sizeof r.u.who.host);
+        r.u.who.status = PROTO_WHO_UNKNOWN;
+        for (size_t i = 0; i < s->n_members; i++) {
+                const struct coord_member *m = s->members[i];
+                if (m->pending || m->pid != q->pid || strcmp(m->host, q->host))
+                        continue;
+                strscpy(r.u.who.upid, m->upid, sizeof r.u.who.upid);
+                if (m->placeholder || m->execing)
+                        r.u.who.status = PROTO_WHO_EXEC;
+                else if (m->in_round && s->mode == COORD_MODE_CKPT)
+                        r.u.who.status = PROTO_WHO_IN_ROUND;
+                else
+                        r.u.who.status = PROTO_WHO_MEMBER;
+                break;
+        }
+        send_to(s, conn, &r);
+}
+
 void coord_state_kv_get(struct coord_state *s, uint64_t conn, const struct proto_kv *kv) {
         struct coord_member *m = member_find(s, conn);
         if (!m)
@@ -1308,6 +1394,15 @@ void coord_state_tick(struct coord_state *s) {
                         member_remove(s, m, -ETIMEDOUT, "did not exit within the grace period after KILL; dropped");
                 }
         }
+        for (size_t i = 0; i < s->n_members;) {
+                struct coord_member *m = s->members[i];
+                if (m->placeholder && now >= m->placeholder_deadline) {
+                        m->execing = false;
+                        member_remove(s, m, -ECONNRESET, "exec'd and its new image did not join");
+                        continue;
+                }
+                i++;
+        }
         if (s->interval_deadline && now >= s->interval_deadline) {
                 char why[256];
                 s->interval_deadline = now + (uint64_t) s->interval * 1000000u;
@@ -1330,6 +1425,9 @@ uint64_t coord_state_next_deadline(const struct coord_state *s) {
         for (size_t i = 0; i < ARRAY_SIZE(c); i++)
                 if (c[i] && (!d || c[i] < d))
                         d = c[i];
+        for (size_t i = 0; i < s->n_members; i++)
+                if (s->members[i]->placeholder && (!d || s->members[i]->placeholder_deadline < d))
+                        d = s->members[i]->placeholder_deadline;
         return d;
 }
 

@@ -53,6 +53,9 @@ struct coord_member {
         uint8_t done;           /* last phase reported done in the current round */
         bool pending;           /* WELCOME deferred until idle */
         bool in_round;          /* takes part in the checkpoint/restart in flight */
+        bool execing;           /* announced an exec (EXEC) */
+        bool placeholder;       /* exec'd: its connection closed, its new image not here yet */
+        uint64_t placeholder_deadline;  /* CLOCK_MONOTONIC */
         uint32_t pid;
         char host[PROTO_HOST_MAX + 1];
         char program[PROTO_NAME_MAX + 1];
@@ -260,6 +263,13 @@ int coord_state_force_restart(struct coord_state *s, char *msg, size_t size);
 
 /* Timers: call tick when CLOCK_MONOTONIC reaches next_deadline (0 = none). */
 void coord_state_tick(struct coord_state *s);
+
+/* A member is about to exec (EXEC); who is (host, pid) (WHO_IS). */
+void coord_state_exec(struct coord_state *s, uint64_t conn);
+void coord_state_who_is(struct coord_state *s, uint64_t conn, const struct proto_who_is *q);
+
+/* How long an exec'ing member keeps its place for its new image. */
+#define COORD_EXEC_GRACE_USEC (10ULL * 1000000ULL)
 uint64_t coord_state_next_deadline(const struct coord_state *s);
 
 /* Queries for STATUS, LIST and the console. */

@@ -499,6 +499,93 @@ static void test_vanish_before_suspended(void **state) {
         coord_state_free(s);
 }
 
+static int join_pid(struct coord_state *s, uint64_t conn, const char *program, uint32_t pid) {
+        struct proto_hello h = worker_hello(program, NULL);
+        h.pid = pid;
+        return coord_state_hello(s, conn, &h, NULL, NULL);
+}
+
+static uint8_t who(struct coord_state *s, uint64_t asker, uint32_t pid) {
+        struct proto_who_is q = { .pid = pid };
+        strscpy(q.host, "hostA", sizeof q.host);
+        acts_clear();
+        coord_state_who_is(s, asker, &q);
+        take(s);
+        const struct proto_msg *r = sent(PROTO_WHO, asker);
+        assert_non_null(r);
+        assert_int_equal(r->u.who.pid, pid);
+        return r->u.who.status;
+}
+
+/* WHO_IS tells a parent whether its child is a member, in the round, or
+ * between an exec and its new image joining. */
+static void test_who_is(void **state) {
+        struct coord_state *s = *state;
+        join_pid(s, 10, "parent", 500);
+        join_pid(s, 11, "child", 501);
+        take(s);
+        assert_int_equal(who(s, 10, 501), PROTO_WHO_MEMBER);
+        assert_int_equal(who(s, 10, 999), PROTO_WHO_UNKNOWN);
+        start(s, 1, 0);
+        assert_int_equal(who(s, 10, 501), PROTO_WHO_IN_ROUND);
+        coord_state_exec(s, 11);
+        assert_int_equal(who(s, 10, 501), PROTO_WHO_EXEC);
+}
+
+/* A member that announced an exec keeps its place in the round until its
+ * new image joins; that image takes part in the checkpoint. */
+static void test_exec_keeps_place(void **state) {
+        struct coord_state *s = *state;
+        const uint64_t c[] = { 10, 12 };
+        join_pid(s, 10, "parent", 500);
+        join_pid(s, 11, "child", 501);
+        take(s);
+        start(s, 1, 0);
+        done(s, 10, 1, PROTO_PH_SUSPEND, 0, NULL, 0);
+        coord_state_exec(s, 11);
+        coord_state_disconnect(s, 11, "connection closed");
+        take(s);
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 0);
+        assert_null(event(COORD_EV_MEMBER_LEFT));
+        assert_null(sent(PROTO_PHASE_GO, 10));          /* the round waits for the new image */
+        assert_int_equal(who(s, 10, 501), PROTO_WHO_EXEC);
+        /* The new image of pid 501 joins and is sent the checkpoint. */
+        acts_clear();
+        join_pid(s, 12, "newprog", 501);
+        take(s);
+        assert_non_null(sent(PROTO_WELCOME, 12));
+        assert_non_null(sent(PROTO_CKPT_BEGIN, 12));
+        assert_int_equal(coord_state_n_members(s), 2);
+        done(s, 12, 1, PROTO_PH_SUSPEND, 0, NULL, 0);
+        take(s);
+        assert_non_null(sent(PROTO_PHASE_GO, 10));
+        assert_non_null(sent(PROTO_PHASE_GO, 12));
+        for (int p = PROTO_PH_SUSPEND + 1; p < PROTO_PH_WRITE; p++)
+                all_done(s, c, 2, 1, p);
+        done(s, 10, 1, PROTO_PH_WRITE, 0, "img-a", 1);
+        done(s, 12, 1, PROTO_PH_WRITE, 0, "img-b", 1);
+        take(s);
+        assert_non_null(find(COORD_ACT_COMMIT));
+}
+
+/* An exec'd member whose new image never comes is dropped after the grace. */
+static void test_exec_grace_expires(void **state) {
+        struct coord_state *s = *state;
+        join_pid(s, 10, "a", 500);
+        join_pid(s, 11, "b", 501);
+        take(s);
+        coord_state_exec(s, 11);
+        coord_state_disconnect(s, 11, "connection closed");
+        take(s);
+        assert_int_equal(coord_state_n_members(s), 2);
+        assert_true(coord_state_next_deadline(s) > 0);
+        fake_mono += COORD_EXEC_GRACE_USEC + 1;
+        coord_state_tick(s);
+        take(s);
+        assert_non_null(event(COORD_EV_MEMBER_LEFT));
+        assert_int_equal(coord_state_n_members(s), 1);
+}
+
 static void test_vanish_after_commit_is_no_abort(void **state) {
         struct coord_state *s = *state;
         const uint64_t c[] = { 10, 11 };
@@ -601,29 +688,33 @@ static void test_join_during_suspend_vs_later(void **state) {
         take(s);
         assert_int_equal(n_sent(PROTO_PHASE_GO), 2);
 
-        /* After SUSPEND was released, a newcomer waits. */
+        /* After SUSPEND was released, a newcomer joins at once, outside the
+         * round: every member waited for its own children before SUSPEND. */
         assert_int_equal(join(s, 12, "late"), 1);
-        take(s);
-        assert_null(sent(PROTO_WELCOME, 12));
-        assert_null(sent(PROTO_CKPT_BEGIN, 12));
-        assert_int_equal(coord_state_n_members(s), 2);
-        assert_int_equal(coord_state_n_pending(s), 1);
-        const uint64_t c[] = { 10, 11 };
-        for (int p = PROTO_PH_SUSPEND + 1; p <= PROTO_PH_WRITE; p++)
-                all_done(s, c, 2, 2, p);
-        take(s);
-        assert_null(sent(PROTO_WELCOME, 12));
-        coord_state_commit_done(s, 0, NULL);
-        all_done(s, c, 2, 2, PROTO_PH_RESUME);
         take(s);
         const struct proto_msg *w = sent(PROTO_WELCOME, 12);
         assert_non_null(w);
         assert_string_equal(w->u.welcome.comp_id, s->comp_id);
-        assert_int_equal(w->u.welcome.generation, 2);
+        assert_null(sent(PROTO_CKPT_BEGIN, 12));
+        assert_int_equal(coord_state_n_members(s), 3);
+        assert_int_equal(coord_state_n_pending(s), 0);
+        const uint64_t c[] = { 10, 11 };
+        for (int p = PROTO_PH_SUSPEND + 1; p <= PROTO_PH_WRITE; p++)
+                all_done(s, c, 2, 2, p);
+        take(s);
+        assert_null(sent(PROTO_CKPT_ABORT, 12));
+        coord_state_commit_done(s, 0, NULL);
+        take(s);
+        assert_non_null(sent(PROTO_CKPT_COMMITTED, 10));
+        assert_null(sent(PROTO_CKPT_COMMITTED, 12));
+        all_done(s, c, 2, 2, PROTO_PH_RESUME);
+        take(s);
         assert_int_equal(coord_state_n_members(s), 3);
         assert_true(coord_state_running(s));
 }
 
+/* Newcomers after SUSPEND: one that breaks the protocol is refused, one that
+ * leaves just leaves; neither touches the checkpoint in flight. */
 static void test_pending_violation_and_leave(void **state) {
         struct coord_state *s = *state;
         join(s, 10, "a");
@@ -635,10 +726,11 @@ static void test_pending_violation_and_leave(void **state) {
         done(s, 11, 1, PROTO_PH_DRAIN, 0, NULL, 0);
         take(s);
         assert_int_equal(rejected(11), PROTO_REJ_BAD_MESSAGE);
-        assert_null(sent(PROTO_CKPT_ABORT, 10));        /* a waiting newcomer is no participant */
+        assert_null(sent(PROTO_CKPT_ABORT, 10));        /* a late newcomer is no participant */
         coord_state_disconnect(s, 12, NULL);
         take(s);
-        assert_null(event(COORD_EV_MEMBER_LEFT));
+        assert_non_null(event(COORD_EV_MEMBER_LEFT));   /* it had joined the computation */
+        assert_null(sent(PROTO_CKPT_ABORT, 10));
         assert_int_equal(coord_state_n_pending(s), 0);
         assert_int_equal(s->mode, COORD_MODE_CKPT);
 }
@@ -1045,6 +1137,9 @@ int main(void) {
                 cmocka_unit_test(test_failure_in_each_phase),
                 cmocka_unit_test(test_vanish_in_each_phase),
                 cmocka_unit_test(test_vanish_before_suspended),
+                cmocka_unit_test_setup_teardown(test_who_is, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_exec_keeps_place, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_exec_grace_expires, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_vanish_after_commit_is_no_abort, setup, teardown),
                 cmocka_unit_test(test_protocol_violations),
                 cmocka_unit_test_setup_teardown(test_phase_done_when_idle, setup, teardown),
