@@ -260,6 +260,12 @@ int main(int argc, char **argv) {
         }
         unsetenv("DMTCP_HOST");
         unsetenv("DMTCP_PORT");
+        /* The exact address, for the runtime and what it starts. */
+        if (addr.kind == COORD_UNIX)
+                snprintf(buf, sizeof buf, "unix:%s", addr.path);
+        else
+                snprintf(buf, sizeof buf, "tcp:%s:%u", addr.host, (unsigned) addr.port);
+        set_env("DMTCP_COORD", buf);
         set_env("DMTCP_CHECKPOINT_DIR", ckptdir);
         if (gzip >= 0)
                 set_env("DMTCP_GZIP", gzip ? "1" : "0");

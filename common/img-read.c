@@ -5,6 +5,7 @@
 #include "img.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -103,6 +104,7 @@ void img_free(struct img *img) {
         free(img->blocks);
         free(img->fds);
         free(img->timers);
+        free(img->children);
         free(img->meta);
         memset(img, 0, sizeof *img);
 }
@@ -148,7 +150,7 @@ static int block_cmp(const void *a, const void *b) {
 }
 
 struct counts {
-        size_t process, auxv, threads, files, regions, blocks, fds, sigactions, timers, runtime;
+        size_t process, auxv, threads, files, regions, blocks, fds, sigactions, timers, runtime, children;
         size_t strings;
 };
 
@@ -179,6 +181,7 @@ static int count_records(const uint8_t *meta, size_t len, uint32_t n_records, st
                 case IMG_R_SIGACTIONS: c->sigactions++; break;
                 case IMG_R_TIMER: c->timers++; break;
                 case IMG_R_RUNTIME: c->runtime++; break;
+                case IMG_R_CHILD: c->children++; break;
                 default:
                         return fail(err, -EBADMSG, "corrupted metadata (unknown record type %u)", rec.type);
                 }
@@ -194,7 +197,8 @@ static int count_records(const uint8_t *meta, size_t len, uint32_t n_records, st
                 return fail(err, -EBADMSG, "corrupted metadata (%zu process records)", c->process);
         if (c->threads < 1 || c->threads > IMG_MAX_THREADS || c->files > IMG_MAX_FILES ||
             c->regions > IMG_MAX_REGIONS || c->blocks > IMG_MAX_BLOCKS || c->fds > IMG_MAX_FDS ||
-            c->timers > IMG_MAX_TIMERS || c->auxv > 1 || c->sigactions > 1 || c->runtime > 1)
+            c->timers > IMG_MAX_TIMERS || c->children > IMG_MAX_CHILDREN || c->auxv > 1 || c->sigactions > 1 ||
+            c->runtime > 1)
                 return fail(err, -EBADMSG, "corrupted metadata (record counts out of range)");
         return 0;
 }
@@ -281,8 +285,9 @@ int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
         img->blocks = calloc(c.blocks + 1, sizeof *img->blocks);
         img->fds = calloc(c.fds + 1, sizeof *img->fds);
         img->timers = calloc(c.timers + 1, sizeof *img->timers);
+        img->children = calloc(c.children + 1, sizeof *img->children);
         if (!img->meta || !img->threads || !img->files || !img->regions || !img->blocks || !img->fds ||
-            !img->timers) {
+            !img->timers || !img->children) {
                 free(meta);
                 img_free(img);
                 return fail(err, -ENOMEM, "out of memory reading metadata");
@@ -389,6 +394,16 @@ int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
                                 goto bad;
                         memcpy(&img->timers[img->n_timers++], p, sizeof(struct img_timer));
                         break;
+                case IMG_R_CHILD: {
+                        if (rec.len != sizeof(struct img_child))
+                                goto bad;
+                        struct img_child *ch = &img->children[img->n_children++];
+                        memcpy(ch, p, sizeof *ch);
+                        if (ch->pid == 0 || ch->pid == h->pid || ch->code < CLD_EXITED || ch->code > CLD_DUMPED ||
+                            ch->status < 0 || ch->status > 255)
+                                goto bad;
+                        break;
+                }
                 }
         }
         if (!have_leader)

@@ -35,6 +35,7 @@
 #define IMG_MAX_FDS       65536u
 #define IMG_MAX_FILES     65536u
 #define IMG_MAX_TIMERS    4096u
+#define IMG_MAX_CHILDREN  65536u
 #define IMG_MAX_META      (1u << 30)
 #define IMG_PATH_MAX      4096u
 
@@ -86,6 +87,7 @@ enum img_record_type {
         IMG_R_SIGACTIONS,                  /* 64 struct img_sigaction (signals 1..64) */
         IMG_R_TIMER,                       /* struct img_timer */
         IMG_R_RUNTIME,                     /* opaque bytes owned by the runtime */
+        IMG_R_CHILD,                       /* struct img_child: exited, not yet reaped */
         _IMG_R_MAX,
 };
 
@@ -250,6 +252,13 @@ struct img_timer {
         int64_t interval_ns, value_ns;     /* remaining time at checkpoint, 0 = disarmed */
 };
 
+struct img_child {
+        uint32_t pid;
+        int32_t code;                      /* CLD_EXITED, CLD_KILLED or CLD_DUMPED */
+        int32_t status;                    /* exit status or signal number */
+        uint32_t reserved;
+};
+
 /* The parsed, validated form of an image (common/img-read.c). Arrays point
  * into one buffer holding the metadata; strings are NUL-terminated copies. */
 struct img_str {
@@ -296,6 +305,8 @@ struct img {
         bool have_sigactions;
         struct img_timer *timers;
         size_t n_timers;
+        struct img_child *children;
+        size_t n_children;
         void *meta;                        /* owns everything above */
         size_t meta_size;
 };

@@ -239,7 +239,7 @@ static int wait_writer(struct ckpt_run *c, struct wr_result *res) {
         }
 }
 
-static void do_checkpoint(const struct proto_ckpt_begin *begin) {
+static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         struct ckpt_run c = { .begin = *begin, .writer_pipe = -1 };
         char err[PROTO_TEXT_MAX];
         const uint64_t gen = begin->generation;
@@ -269,6 +269,11 @@ static void do_checkpoint(const struct proto_ckpt_begin *begin) {
         rt_trace("presuspend done");
         r = rt_threads_suspend(err, sizeof err);
         c.suspended = true;
+        if (r < 0)
+                return abandon(&c, PROTO_PH_SUSPEND, r, err);
+        r = rt_wait_children(begin, err, sizeof err);
+        if (r == -ECANCELED || r == -EINTR || r == -ECONNRESET)
+                goto aborted;
         if (r < 0)
                 return abandon(&c, PROTO_PH_SUSPEND, r, err);
         uint64_t t_suspended = now_usec(CLOCK_MONOTONIC);
@@ -417,6 +422,23 @@ void rt_ckpt_thread_block_signals(void) {
         raw_syscall4(SYS_rt_sigprocmask, SIG_SETMASK, (long) &mask, 0, 8);
 }
 
+/* While a checkpoint of this process runs, no exec starts (exec.c), and a
+ * checkpoint waits for an exec being announced. */
+static void do_checkpoint(const struct proto_ckpt_begin *begin) {
+        atomic_store(&rt.ckpt_active, 1);
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        for (;;) {
+                uint32_t c = atomic_load(&rt.crit);
+                if (c == 0 || now_usec(CLOCK_MONOTONIC) - t0 > 10000000)
+                        break;
+                struct timespec ts = { 0, 10 * 1000 * 1000 };
+                raw_futex_wait((uint32_t *) &rt.crit, c, &ts);
+        }
+        do_checkpoint_inner(begin);
+        atomic_store(&rt.ckpt_active, 0);
+        raw_futex_wake((uint32_t *) &rt.ckpt_active, INT32_MAX);
+}
+
 static void do_kill(uint32_t grace_ms) {
         raw_syscall2(SYS_kill, rt.pid, SIGTERM);
         struct timespec ts = { grace_ms / 1000, (long) (grace_ms % 1000) * 1000000L };
@@ -430,17 +452,22 @@ static void *ckpt_thread_main(void *arg) {
         rt.ckpt_tid = (pid_t) raw_gettid();
         raw_syscall2(SYS_prctl, PR_SET_NAME, (long) "dmtcp:ckpt");
         raw_futex_wake((uint32_t *) &rt.ckpt_tid, 1);
-        uint64_t backoff_ms = 500;
+        /* A forked child starts here without a connection: it joins at once;
+         * after a lost connection, retries back off. */
+        uint64_t backoff_ms = 0;
         for (;;) {
                 if (rt.coord_fd < 0) {
-                        struct timespec ts = { (time_t) (backoff_ms / 1000), (long) (backoff_ms % 1000) * 1000000L };
-                        nanosleep(&ts, NULL);
+                        if (backoff_ms) {
+                                struct timespec ts = { (time_t) (backoff_ms / 1000), (long) (backoff_ms % 1000) * 1000000L };
+                                nanosleep(&ts, NULL);
+                        }
                         if (rt_coord_reconnect() < 0) {
-                                backoff_ms = MIN(backoff_ms * 2, 10000);
+                                backoff_ms = MIN(MAX(backoff_ms * 2, (uint64_t) 500), (uint64_t) 10000);
                                 continue;
                         }
-                        backoff_ms = 500;
-                        rt_info("rejoined the coordinator");
+                        if (backoff_ms)
+                                rt_info("rejoined the coordinator");
+                        backoff_ms = 0;
                 }
                 struct proto_msg m;
                 int r = proto_recv(rt.coord_fd, &m, -1);
@@ -448,6 +475,7 @@ static void *ckpt_thread_main(void *arg) {
                         rt_warn("lost the coordinator (%s); the program continues and will rejoin one",
                                 strerror(-r));
                         rt.coord_fd = safe_close(rt.coord_fd);
+                        backoff_ms = 500;
                         continue;
                 }
                 switch (m.type) {

@@ -51,6 +51,11 @@ static int config_from_env(void) {
         int r = coord_addr_resolve(&c->coord, NULL, -1, c->job);
         if (r < 0)
                 return r;
+        /* dmtcp_launch (and a restarted runtime, for its children) records
+         * the exact address in DMTCP_COORD: "unix:PATH" or "tcp:HOST:PORT". */
+        const char *ca = getenv("DMTCP_COORD");
+        if (ca && rt_coord_addr_parse(ca, &c->coord) < 0)
+                rt_warn("ignoring a malformed DMTCP_COORD=%s", ca);
         r = ckpt_dir_resolve(NULL, c->ckptdir, sizeof c->ckptdir);
         if (r < 0)
                 return r;
@@ -70,13 +75,7 @@ static int config_from_env(void) {
         ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
         exe[n > 0 ? n : 0] = 0;
         strscpy(c->program, n > 0 ? path_basename(exe) : "unknown", sizeof c->program);
-        char host[64];
-        strscpy(host, host_name(), sizeof host);
-        for (char *p = host; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.'))
-                        *p = '_';
-        snprintf(c->upid, sizeof c->upid, "%s-%d-%llx", host, (int) getpid(),
-                 (unsigned long long) now_usec(CLOCK_REALTIME));
+        rt_new_upid();
         read_secret();
         if (c->quiet)
                 log_set_max_level(LOG_WARNING);
@@ -95,6 +94,44 @@ static void fill_hello(struct proto_hello *h, int role) {
         strscpy(h->secret, rt.cfg.secret, sizeof h->secret);
         strscpy(h->job, rt.cfg.job, sizeof h->job);
         h->interval = rt.cfg.interval;
+}
+
+int rt_coord_addr_parse(const char *s, struct coord_addr *a) {
+        struct coord_addr n = { 0 };
+        if (!strncmp(s, "unix:", 5)) {
+                n.kind = COORD_UNIX;
+                if (strscpy(n.path, s + 5, sizeof n.path) >= sizeof n.path || !n.path[0])
+                        return -EINVAL;
+        } else if (!strncmp(s, "tcp:", 4)) {
+                const char *colon = strrchr(s + 4, ':');
+                int port;
+                if (!colon || colon == s + 4 || (size_t) (colon - (s + 4)) >= sizeof n.host ||
+                    parse_int_range(colon + 1, 1, 65535, &port) < 0)
+                        return -EINVAL;
+                n.kind = COORD_TCP;
+                memcpy(n.host, s + 4, (size_t) (colon - (s + 4)));
+                n.port = (uint16_t) port;
+        } else
+                return -EINVAL;
+        *a = n;
+        return 0;
+}
+
+void rt_coord_addr_format(const struct coord_addr *a, char *buf, size_t size) {
+        if (a->kind == COORD_UNIX)
+                snprintf(buf, size, "unix:%s", a->path);
+        else
+                snprintf(buf, size, "tcp:%s:%u", a->host, (unsigned) a->port);
+}
+
+void rt_new_upid(void) {
+        char host[64];
+        strscpy(host, host_name(), sizeof host);
+        for (char *p = host; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.'))
+                        *p = '_';
+        snprintf(rt.cfg.upid, sizeof rt.cfg.upid, "%s-%d-%llx", host, (int) raw_getpid(),
+                 (unsigned long long) now_usec(CLOCK_REALTIME));
 }
 
 /* Join (or rejoin) as a worker. Returns 0 or -errno; reason filled on refusal. */
@@ -156,13 +193,6 @@ _public_ int madvise(void *addr, size_t len, int advice) {
         return real_madvise(addr, len, advice);
 }
 
-/* A forked child is not part of the computation yet: it must not share the
- * parent's coordinator connection. */
-static void atfork_child(void) {
-        rt.coord_fd = safe_close(rt.coord_fd);
-        rt.pid = getpid();
-}
-
 /* Our own tools export this symbol; the runtime stays out of them. */
 static bool in_dmtcp_tool(void) {
         return dlsym(RTLD_DEFAULT, "dmtcp_tool_marker") != NULL;
@@ -207,7 +237,7 @@ __attribute__((constructor(101))) static void rt_init(void) {
                 _exit(fail);
         }
         rt.initialized = true;
-        pthread_atfork(NULL, NULL, atfork_child);
+        pthread_atfork(NULL, NULL, rt_atfork_child);
         r = rt_ckpt_thread_start();
         if (r < 0) {
                 rt_error("cannot start the checkpoint thread: %s", strerror(-r));

@@ -158,6 +158,7 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
         if (boot_addr && boot_len)
                 raw_syscall2(SYS_munmap, (long) boot_addr, (long) boot_len);
 
+        rt_env_after_restart();
         rt_signals_rearm_timers();
         rt_raise_pending();
         if (status_fd >= 0) {

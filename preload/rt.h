@@ -81,6 +81,8 @@ struct rt_state {
         _Atomic uint32_t release_seq;   /* parked threads wait for this to change */
         _Atomic uint32_t n_suspended;   /* futex: threads that reached the park */
         _Atomic uint32_t rst_arrived;   /* futex: restored threads back in our code */
+        _Atomic uint32_t ckpt_active;   /* futex: a checkpoint of this process is under way */
+        _Atomic uint32_t crit;          /* futex: threads in the exec critical section */
         struct rt_thread threads[RT_MAX_THREADS];
         uint32_t n_threads;             /* high-water mark in threads[] */
         uint32_t scan_seq;
@@ -137,6 +139,8 @@ struct rt_capture {
         uint32_t n_regions;
         struct rt_file *files;
         uint32_t n_files;
+        struct img_child *children;     /* exited, not yet reaped */
+        uint32_t n_children;
 };
 
 extern struct rt_state rt;
@@ -199,6 +203,16 @@ void rt_restart_main(const struct proto_ckpt_begin *begin);
 
 /* init.c */
 int rt_coord_reconnect(void);
+int rt_coord_addr_parse(const char *s, struct coord_addr *a);
+void rt_coord_addr_format(const struct coord_addr *a, char *buf, size_t size);
+void rt_new_upid(void);
+
+/* fork.c: children join by themselves; a checkpoint waits for them. */
+void rt_atfork_child(void);
+int rt_wait_children(const struct proto_ckpt_begin *begin, char *err, size_t errsize);
+
+/* exec.c */
+void rt_env_after_restart(void);
 extern int (*rt_real_sigaction)(int, const struct sigaction *, struct sigaction *);
 
 /* ckpt.c: the checkpoint thread */

@@ -514,6 +514,7 @@ static int build_meta(struct wr_ctx *w, struct meta_buf *m) {
         for (uint32_t i = 0; i < cap->n_fds; i++)
                 need += sizeof(struct img_fd) + cap->fds[i].d.path_len + 24;
         need += w->n_blocks * sizeof(struct img_block) + cap->n_timers * (sizeof(struct img_timer) + 16);
+        need += cap->n_children * (sizeof(struct img_child) + 16);
         m->cap = ALIGN_UP(need, PAGE_SZ);
         m->p = rt_map_scratch(m->cap);
         m->len = 0;
@@ -558,6 +559,9 @@ static int build_meta(struct wr_ctx *w, struct meta_buf *m) {
         memcpy(sa, cap->sigactions, sizeof cap->sigactions);
         for (uint32_t i = 0; i < cap->n_timers; i++)
                 if ((r = meta_struct_str(m, IMG_R_TIMER, &cap->timers[i], sizeof cap->timers[i], NULL, 0, NULL, 0)) < 0)
+                        return r;
+        for (uint32_t i = 0; i < cap->n_children; i++)
+                if ((r = meta_struct_str(m, IMG_R_CHILD, &cap->children[i], sizeof cap->children[i], NULL, 0, NULL, 0)) < 0)
                         return r;
         return 0;
 }

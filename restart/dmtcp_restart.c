@@ -42,7 +42,6 @@ __attribute__((used, visibility("default"))) const int dmtcp_tool_marker = 1;
 #define MAX_IMAGES 4096
 
 static int fail_rc;
-static pid_t forward_to;
 static bool tracing;
 static uint64_t t_start;
 
@@ -312,47 +311,19 @@ static bool have_restore_cap(void) {
         return eff & ((1ULL << 40 /* CAP_CHECKPOINT_RESTORE */) | (1ULL << CAP_SYS_ADMIN));
 }
 
-static bool ids_free(const struct img *img) {
-        char p[64];
-        for (size_t i = 0; i < img->n_threads; i++) {
-                snprintf(p, sizeof p, "/proc/%u", img->threads[i].tid);
-                if (access(p, F_OK) == 0)
-                        return false;
-                /* A thread id is not listed at the top of /proc: ask for it. */
-                if (kill((pid_t) img->threads[i].tid, 0) == 0 || errno != ESRCH)
-                        return false;
-        }
-        return true;
-}
-
-/* fork(2) that gives the child a chosen pid (clone3 set_tid). glibc's idea
- * of our thread id is kept right with CLONE_CHILD_SETTID on its tid field. */
-static pid_t fork_with_pid(pid_t pid) {
-        uint64_t tid_addr = 0;
-        prctl(PR_GET_TID_ADDRESS, &tid_addr, 0, 0, 0);
-        fflush(NULL);
-        struct clone_args a = { 0 };
-        a.flags = tid_addr ? CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID : 0;
-        a.child_tid = tid_addr;
-        a.exit_signal = SIGCHLD;
-        a.set_tid = (uint64_t) &pid;
-        a.set_tid_size = 1;
-        long r = raw_syscall2(SYS_clone3, (long) &a, sizeof a);
-        if (r < 0) {
-                errno = (int) -r;
-                return -1;
-        }
-        return (pid_t) r;
-}
+static pid_t forward_list[MAX_IMAGES];
+static size_t n_forward;
 
 static void forward_signal(int sig, siginfo_t *si, void *uc) {
         /* A terminal's signals reach the whole process group by themselves. */
-        if (forward_to > 0 && (si->si_code == SI_USER || si->si_code == SI_QUEUE || si->si_code == SI_TKILL))
-                kill(forward_to, sig);
+        if (si->si_code == SI_USER || si->si_code == SI_QUEUE || si->si_code == SI_TKILL)
+                for (size_t i = 0; i < n_forward; i++)
+                        kill(forward_list[i], sig);
 }
 
-static void install_forwarding(pid_t to) {
-        forward_to = to;
+static void install_forwarding(const pid_t *to, size_t n) {
+        n_forward = MIN(n, (size_t) MAX_IMAGES);
+        memcpy(forward_list, to, n_forward * sizeof *to);
         static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCONT, SIGWINCH, SIGPWR };
         for (size_t i = 0; i < ARRAY_SIZE(sigs); i++) {
                 struct sigaction sa = { .sa_sigaction = forward_signal, .sa_flags = SA_SIGINFO | SA_RESTART };
@@ -367,61 +338,56 @@ static int write_file(const char *path, const char *s) {
         return write_full(fd, s, strlen(s));
 }
 
-/* Runs in the child that becomes the restored process. */
-static _Noreturn void child_main(struct rst_image *im, const struct rst_options *o, int status_fd, int go_fd) {
-        char err[1024] = "";
-        int r = rst_load_and_jump(im, o, status_fd, go_fd, err, sizeof err);
-        char line[1100];
-        snprintf(line, sizeof line, "E%s\n", err[0] ? err : strerror(-r));
-        write_full(status_fd, line, strlen(line));
-        _exit(r == -EBADMSG || r == -EXDEV ? fail_rc + 1 : fail_rc);
+/* Wait for the root processes; report how the first one (the computation's
+ * main process) ended. Others that end are reaped as they go. */
+static int wait_roots(const pid_t *roots, size_t n) {
+        int primary = 0;
+        size_t left = n;
+        while (left > 0) {
+                int st;
+                pid_t w = waitpid(-1, &st, 0);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        break;
+                }
+                for (size_t i = 0; i < n; i++)
+                        if (roots[i] == w) {
+                                if (i == 0)
+                                        primary = st;
+                                left--;
+                        }
+        }
+        return primary;
 }
 
-/* pid 1 of a fresh pid namespace: mount its /proc, create the restored
- * process under its pid, reap, forward signals, report how it ended. */
-static _Noreturn void init_main(struct rst_image *im, const struct rst_options *o, int status_fd, int go_fd,
-                                int exit_fd) {
+/* pid 1 of a fresh pid namespace: mount its /proc, create the root
+ * processes under their pids, reap, forward signals, report how the main
+ * one ended. */
+static _Noreturn void init_main(struct rst_tree *t, int exit_fd) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
-                char line[256];
-                snprintf(line, sizeof line, "Ecannot mount /proc for the new pid namespace: %s\n", strerror(errno));
-                write_full(status_fd, line, strlen(line));
+                dprintf(t->status_fd, "Ecannot mount /proc for the new pid namespace: %s\n", strerror(errno));
                 _exit(fail_rc);
         }
-        pid_t pid = (pid_t) im->img.hdr.pid;
-        pid_t child = fork_with_pid(pid);
-        if (child < 0) {
-                char line[256];
-                snprintf(line, sizeof line, "Ecannot create process %d in the new pid namespace: %s\n", (int) pid,
-                         strerror(errno));
-                write_full(status_fd, line, strlen(line));
+        setenv("DMTCP_RESTART_NEW_PIDNS", "1", 1);
+        pid_t roots[MAX_IMAGES];
+        size_t n_roots;
+        if (rst_tree_spawn_roots(t, roots, &n_roots) < 0) {
+                dprintf(t->status_fd, "Ecannot create the processes in the new pid namespace: %s\n", strerror(errno));
                 _exit(fail_rc);
         }
-        if (child == 0) {
-                close(exit_fd);
-                setenv("DMTCP_RESTART_NEW_PIDNS", "1", 1);
-                child_main(im, o, status_fd, go_fd);
-        }
-        close(status_fd);
-        close(go_fd);
-        install_forwarding(child);
-        for (;;) {
-                int st;
-                pid_t w = waitpid(-1, &st, 0);
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w < 0 || w == child) {
-                        write_full(exit_fd, &st, sizeof st);
-                        _exit(0);
-                }
-        }
+        close(t->status_fd);
+        install_forwarding(roots, n_roots);
+        int st = wait_roots(roots, n_roots);
+        write_full(exit_fd, &st, sizeof st);
+        _exit(0);
 }
 
 /* Enter a fresh user (unless root) and pid namespace in a helper process,
  * whose child is the namespace's init. */
-static pid_t spawn_in_new_pidns(struct rst_image *im, const struct rst_options *o, int status_fd, int go_fd,
-                                int exit_fd, char *err, size_t errsize) {
+static pid_t spawn_in_new_pidns(struct rst_tree *t, int exit_fd) {
         pid_t helper = fork();
         if (helper != 0)
                 return helper;
@@ -430,8 +396,8 @@ static pid_t spawn_in_new_pidns(struct rst_image *im, const struct rst_options *
         gid_t gid = getgid();
         if (geteuid() != 0) {
                 if (unshare(CLONE_NEWUSER) < 0) {
-                        dprintf(status_fd, "Ecannot create a user namespace (%s): this system does not allow restoring "
-                                           "process ids without privileges\n", strerror(errno));
+                        dprintf(t->status_fd, "Ecannot restore the original process ids: creating a user namespace failed "
+                                              "(%s), and this user lacks CAP_CHECKPOINT_RESTORE\n", strerror(errno));
                         _exit(fail_rc);
                 }
                 char map[64];
@@ -441,25 +407,24 @@ static pid_t spawn_in_new_pidns(struct rst_image *im, const struct rst_options *
                 snprintf(map, sizeof map, "%u %u 1", (unsigned) gid, (unsigned) gid);
                 int r2 = write_file("/proc/self/gid_map", map);
                 if (r1 < 0 || r2 < 0) {
-                        dprintf(status_fd, "Ecannot map uid/gid in the user namespace\n");
+                        dprintf(t->status_fd, "Ecannot map uid/gid in the user namespace\n");
                         _exit(fail_rc);
                 }
         }
         if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0) {
-                dprintf(status_fd, "Ecannot create a pid namespace: %s\n", strerror(errno));
+                dprintf(t->status_fd, "Ecannot create a pid namespace: %s\n", strerror(errno));
                 _exit(fail_rc);
         }
         pid_t init = fork();
         if (init < 0) {
-                dprintf(status_fd, "Ecannot start the namespace's init: %s\n", strerror(errno));
+                dprintf(t->status_fd, "Ecannot start the namespace's init: %s\n", strerror(errno));
                 _exit(fail_rc);
         }
         if (init == 0)
-                init_main(im, o, status_fd, go_fd, exit_fd);
-        close(status_fd);
-        close(go_fd);
+                init_main(t, exit_fd);
+        close(t->status_fd);
         close(exit_fd);
-        install_forwarding(init);
+        install_forwarding(&init, 1);
         int st;
         while (waitpid(init, &st, 0) < 0 && errno == EINTR)
                 ;
@@ -637,97 +602,101 @@ int main(int argc, char **argv) {
                 return 0;
         }
         o.members = man.n_images ? (uint32_t) man.n_images : (uint32_t) n;
-        if (n > 1)
-                die(fail_rc, "restarting a computation of %zu processes is not supported yet (one process only)", n);
-        struct rst_image *im = &ims[0];
         /* Checkpoints after the restart go next to the generation restored,
          * unless --ckptdir says otherwise. */
         char parent_dir[PATH_MAX];
         if (!o.ckptdir) {
-                dir_of(im->gen_dir, parent_dir, sizeof parent_dir);
-                if (!strncmp(path_basename(im->gen_dir), "gen-", 4))
+                dir_of(ims[0].gen_dir, parent_dir, sizeof parent_dir);
+                if (!strncmp(path_basename(ims[0].gen_dir), "gen-", 4))
                         o.coord.ckptdir = parent_dir;
         } else
                 o.coord.ckptdir = o.ckptdir;
 
-        int status_pipe[2], go_pipe[2], exit_pipe[2];
-        if (pipe2(status_pipe, O_CLOEXEC) < 0 || pipe2(go_pipe, O_CLOEXEC) < 0 || pipe2(exit_pipe, O_CLOEXEC) < 0)
+        int status_pipe[2], exit_pipe[2];
+        if (pipe2(status_pipe, O_CLOEXEC) < 0 || pipe2(exit_pipe, O_CLOEXEC) < 0)
                 die(fail_rc, "cannot create pipes: %m");
-        /* The status pipe stays open in the restored process until its
+        /* The status pipe stays open in each restored process until its
          * runtime reports; keep it away from the descriptors it restores. */
         int sfd = fcntl(status_pipe[1], F_DUPFD_CLOEXEC, 1000);
         if (sfd >= 0) {
                 close(status_pipe[1]);
                 status_pipe[1] = sfd;
         }
-
-        const struct img *img = &im->img;
-        pid_t pid = (pid_t) img->hdr.pid;
-        pid_t child;
-        bool in_ns = false;
+        struct rst_tree tree = { .ims = ims, .n = n, .o = &o, .status_fd = status_pipe[1] };
         char err[1024] = "";
-        if (have_restore_cap() && ids_free(img) && (child = fork_with_pid(pid)) >= 0) {
-                if (child == 0) {
-                        close(status_pipe[0]);
-                        close(go_pipe[1]);
-                        close(exit_pipe[0]);
-                        close(exit_pipe[1]);
-                        child_main(im, &o, status_pipe[1], go_pipe[0]);
-                }
-        } else {
-                in_ns = true;
-                child = spawn_in_new_pidns(im, &o, status_pipe[1], go_pipe[0], exit_pipe[1], err, sizeof err);
-                if (child < 0)
-                        die(fail_rc, "cannot restore process %d: %m", (int) pid);
-                if (child == 0)
-                        _exit(fail_rc);
+        if (rst_tree_plan(&tree, err, sizeof err) < 0)
+                die(fail_rc + 1, "%s", err);
+        tree.sync = rst_sync_new();
+        if (!tree.sync)
+                die(fail_rc, "cannot allocate shared memory: %m");
+
+        /* Original pids: here with clone3 set_tid when we may and they are
+         * free, else in a fresh pid namespace. */
+        static pid_t roots[MAX_IMAGES];
+        size_t n_roots = 0;
+        bool in_ns = !(have_restore_cap() && rst_tree_ids_free(&tree));
+        if (!in_ns && rst_tree_spawn_roots(&tree, roots, &n_roots) < 0) {
+                if (n_roots > 0)
+                        die(fail_rc, "cannot create process %u: %m", ims[0].img.hdr.pid);
+                in_ns = true;           /* an id was taken meanwhile */
+        }
+        if (in_ns) {
+                pid_t helper = spawn_in_new_pidns(&tree, exit_pipe[1]);
+                if (helper < 0)
+                        die(fail_rc, "cannot restore the processes: %m");
+                roots[0] = helper;
+                n_roots = 1;
         }
         close(status_pipe[1]);
-        close(go_pipe[0]);
         close(exit_pipe[1]);
         for (size_t i = 0; i < n; i++)
                 close(ims[i].fd);
-        install_forwarding(child);
+        install_forwarding(roots, n_roots);
 
         struct status_reader s = { .fd = status_pipe[0] };
         char line[2048];
-        while (!s.loaded && !s.error[0] && read_status_line(&s, line, sizeof line)) {
+        size_t loaded = 0, restored = 0;
+        while (loaded < n && !s.error[0] && read_status_line(&s, line, sizeof line)) {
                 if (line[0] == 'L')
-                        s.loaded = true;
+                        loaded++;
                 else if (line[0] == 'E')
                         strscpy(s.error, line + 1, sizeof s.error);
         }
-        if (s.loaded) {
-                trace("image loaded and verified");
+        if (loaded == n) {
+                s.loaded = true;
+                trace("images loaded and verified");
                 struct coord_addr addr;
                 int r = coord_ensure(&o.coord, &addr);
                 if (r < 0) {
                         char where[300] = "";
                         coord_addr_resolve(&addr, o.coord.host, o.coord.port, o.coord.job);
                         coord_addr_describe(&addr, where, sizeof where);
-                        kill(child, SIGKILL);
+                        rst_sync_abort(tree.sync);
                         die(fail_rc, "no coordinator at %s: %s", where, strerror(-r));
                 }
                 struct rst_go go = { .magic = RST_GO_MAGIC, .coord_kind = addr.kind, .port = addr.port };
                 strscpy(go.host, addr.host, sizeof go.host);
                 strscpy(go.path, addr.path, sizeof go.path);
-                write_full(go_pipe[1], &go, sizeof go);
+                rst_sync_go(tree.sync, &go);
                 trace("coordinator ready");
-        }
-        close(go_pipe[1]);
-        while (!s.restored && !s.error[0] && read_status_line(&s, line, sizeof line)) {
+        } else
+                rst_sync_abort(tree.sync);
+        while (restored < n && !s.error[0] && read_status_line(&s, line, sizeof line)) {
                 if (line[0] == 'R') {
-                        s.restored = true;
-                        trace("restored process runs");
-                        if (!o.quiet && getenv("DMTCP_RESTART_VERBOSE"))
-                                fprintf(stderr, "dmtcp_restart: process %d restored in %s us\n", (int) pid, line + 1);
+                        if (++restored == n) {
+                                s.restored = true;
+                                trace("restored processes run");
+                        }
                 } else if (line[0] == 'E')
                         strscpy(s.error, line + 1, sizeof s.error);
         }
-        int st = 0;
-        while (waitpid(child, &st, 0) < 0 && errno == EINTR)
-                ;
+        if (s.error[0] && !s.restored)
+                rst_sync_abort(tree.sync);
+        int st = in_ns ? 0 : wait_roots(roots, n_roots);
         if (in_ns) {
+                int helper_st;
+                while (waitpid(roots[0], &helper_st, 0) < 0 && errno == EINTR)
+                        ;
                 int inner;
                 if (read_full(exit_pipe[0], &inner, sizeof inner) == 0)
                         st = inner;

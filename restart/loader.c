@@ -340,8 +340,8 @@ static void status(int fd, const char *s) {
                 write_full(fd, s, strlen(s));
 }
 
-int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int status_fd, int go_fd, char *err,
-                      size_t errsize) {
+int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int status_fd, struct rst_sync *sync,
+                      char *err, size_t errsize) {
         const struct img *img = &im->img;
         struct addr_map busy = { 0 };
         int r;
@@ -418,14 +418,15 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
         }
 
         /* Now the report, and the coordinator's address in return. */
-        status(status_fd, "L\n");
+        char loaded[32];
+        snprintf(loaded, sizeof loaded, "L%d\n", (int) getpid());
+        status(status_fd, loaded);
         struct rst_go go;
-        r = read_full(go_fd, &go, sizeof go);
+        r = rst_sync_wait_go(sync, &go);
         if (r < 0 || go.magic != RST_GO_MAGIC) {
                 snprintf(err, errsize, "dmtcp_restart gave up");
                 return r < 0 ? r : -ECANCELED;
         }
-        close(go_fd);
 
         /* The bootstrap area: blob, plan, tables, stacks, vdso staging. */
         size_t blob_len = ALIGN_UP(rst_blob_size, PAGE_SZ);
