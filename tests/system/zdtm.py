@@ -1,0 +1,625 @@
+#!/usr/bin/env python3
+"""zdtm driver: single-process checkpoint/restart of the real runtime.
+
+Each test program in tests/system/zdtm/ checks its own state (zdtmtst.h);
+this driver puts it through
+
+    launch -> checkpoint -> kill -9 -> restart (new coordinator)
+           -> checkpoint -> kill -9 -> restart (new coordinator) -> verify
+
+and a few special flows (bad images, an fd that cannot be checkpointed).
+
+    zdtm.py [--build DIR] [--user NAME] [--keep] TEST...
+    zdtm.py --list
+
+Binaries come from the environment (COORDINATOR, DMTCP_LAUNCH,
+DMTCP_RESTART, DMTCP_COMMAND, ZDTM_BIN = the directory of the built test
+programs) or from --build (a meson build directory). --user runs every
+step of the test as that user (created with useradd if missing; needs
+root), so the unprivileged restore path (a fresh user+pid namespace) is
+covered. Every test gets its own temporary directory, coordinator port and
+XDG_RUNTIME_DIR, and kills only the processes it started, by PID. The
+driver is a child subreaper: a process that outlives its test (a stray
+coordinator, a half-restored process) is caught and reported.
+
+Exit status: 0 pass, 1 fail, 77 skipped."""
+
+import argparse
+import ctypes
+import os
+import pwd
+import resource
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+SKIP = 77
+HERE = os.path.dirname(os.path.abspath(__file__))
+ZDTM_SRC = os.path.join(HERE, "zdtm")
+FAIL_RC = 99                     # DMTCP_FAIL_RC
+IMAGE_RC = FAIL_RC + 1           # an image that cannot be used
+PERM_RC = FAIL_RC + 2            # a refused permission
+
+T0 = time.monotonic()
+
+
+class TestFailure(Exception):
+    pass
+
+
+class Skip(Exception):
+    pass
+
+
+def log(msg):
+    print("[%6.2fs] %s" % (time.monotonic() - T0, msg), flush=True)
+
+
+def check(cond, what):
+    if not cond:
+        raise TestFailure(what)
+
+
+def wait_until(pred, timeout, what):
+    end = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise TestFailure("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def read_text(path, limit=None):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode(errors="replace")
+    if limit and len(text) > limit:
+        text = "...\n" + text[-limit:]
+    return text
+
+
+# ---- processes --------------------------------------------------------------
+
+def set_subreaper():
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_CHILD_SUBREAPER = 36
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def children_of(pid):
+    kids = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                kids += [int(x) for x in read_text("/proc/%d/task/%s/children" % (pid, tid)).split()]
+            except ValueError:
+                pass
+    except OSError:
+        pass
+    return kids
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        for k in children_of(todo.pop()):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def proc_status(pid):
+    st = {}
+    for line in read_text("/proc/%d/status" % pid).splitlines():
+        k, _, v = line.partition(":")
+        st[k] = v.strip()
+    return st
+
+
+def alive(pid):
+    """True if pid exists and is not a zombie."""
+    st = proc_status(pid)
+    return bool(st) and not st.get("State", "").startswith(("Z", "X"))
+
+
+def cmdline(pid):
+    return read_text("/proc/%d/cmdline" % pid).replace("\0", " ").strip()
+
+
+class Env:
+    """Paths of the binaries, and how to run a command as the test user."""
+
+    def __init__(self, args):
+        b = args.build
+        def pick(var, rel):
+            v = os.environ.get(var)
+            if v:
+                return os.path.abspath(v)
+            if b:
+                return os.path.join(os.path.abspath(b), rel)
+            raise SystemExit("zdtm.py: set %s or pass --build" % var)
+        self.coord = pick("COORDINATOR", "daemon/dmtcp_coordinator")
+        self.launch = pick("DMTCP_LAUNCH", "cli/dmtcp_launch")
+        self.restart = pick("DMTCP_RESTART", "restart/dmtcp_restart")
+        self.command = pick("DMTCP_COMMAND", "cli/dmtcp_command")
+        self.zdtm_bin = pick("ZDTM_BIN", "tests/system/zdtm")
+        self.zdtm_src = ZDTM_SRC
+        self.user = None
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self.home = os.environ.get("HOME", "/root")
+        self.keep = args.keep
+        self.stage = None
+
+    def as_user(self, name):
+        """Run every later step as the user name; stage the binaries where it
+        can read them."""
+        if os.getuid() != 0:
+            raise Skip("--user needs root (to create the user and stage the binaries)")
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            r = subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], capture_output=True, text=True)
+            check(r.returncode == 0 or "already exists" in r.stderr, "useradd %s: %s" % (name, r.stderr))
+            pw = pwd.getpwnam(name)
+        self.user, self.uid, self.gid, self.home = name, pw.pw_uid, pw.pw_gid, pw.pw_dir
+        # Binaries in the layout of a build tree (the tools find libdmtcp.so
+        # from their own location), in a directory everyone can read.
+        self.stage = tempfile.mkdtemp(prefix="zdtm-bin-")
+        os.chmod(self.stage, 0o755)
+        def put(src, rel):
+            dst = os.path.join(self.stage, rel)
+            os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
+            shutil.copy2(src, dst)
+            os.chmod(dst, 0o755)
+            return dst
+        lib = os.path.join(os.path.dirname(os.path.dirname(self.launch)), "preload", "libdmtcp.so")
+        put(lib, "preload/libdmtcp.so")
+        self.coord = put(self.coord, "daemon/dmtcp_coordinator")
+        self.launch = put(self.launch, "cli/dmtcp_launch")
+        self.command = put(self.command, "cli/dmtcp_command")
+        self.restart = put(self.restart, "restart/dmtcp_restart")
+        for f in os.listdir(self.zdtm_bin):
+            p = os.path.join(self.zdtm_bin, f)
+            if os.path.isfile(p) and os.access(p, os.X_OK):
+                put(p, "zdtm-bin/" + f)
+        self.zdtm_bin = os.path.join(self.stage, "zdtm-bin")
+        for f in os.listdir(ZDTM_SRC):
+            if f.endswith((".py", ".pl")):
+                put(os.path.join(ZDTM_SRC, f), "zdtm-src/" + f)
+        self.zdtm_src = os.path.join(self.stage, "zdtm-src")
+
+    def wrap(self, cmd):
+        if self.user is None:
+            return cmd
+        return ["setpriv", "--reuid=%d" % self.uid, "--regid=%d" % self.gid, "--init-groups", "--"] + cmd
+
+    def cleanup(self):
+        if self.stage:
+            shutil.rmtree(self.stage, ignore_errors=True)
+
+
+class Proc:
+    """A process we started, with its output in files of the test."""
+
+    def __init__(self, t, name, cmd, cwd=None):
+        self.t = t
+        self.name = name
+        self.out_path = os.path.join(t.logs, name + ".out")
+        self.err_path = os.path.join(t.logs, name + ".err")
+        self.cmd = cmd
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.p = subprocess.Popen(t.env.wrap(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                      cwd=cwd or t.work, env=t.proc_env, start_new_session=True)
+        t.procs.append(self)
+        self.pid = self.p.pid
+
+    def poll(self):
+        return self.p.poll()
+
+    def wait(self, timeout):
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TestFailure("%s (pid %d) did not exit within %.0f s" % (self.name, self.pid, timeout))
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.p.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stderr(self, limit=3000):
+        return read_text(self.err_path, limit)
+
+    def describe_exit(self):
+        rc = self.p.returncode
+        if rc is None:
+            return "running"
+        if rc < 0:
+            return "killed by %s" % signal.Signals(-rc).name
+        return "exit status %d" % rc
+
+
+class Coordinator:
+    def __init__(self, t, n):
+        self.port_file = os.path.join(t.run, "port%d" % n)
+        self.proc = Proc(t, "coordinator%d" % n,
+                         [t.env.coord, "--port", "0", "--port-file", self.port_file, "--ckptdir", t.ckpt])
+        wait_until(lambda: os.path.exists(self.port_file) or self.proc.poll() is not None, 10,
+                   "coordinator %d's port file" % n)
+        check(self.proc.poll() is None, "coordinator %d exited at start (%s): %s" %
+              (n, self.proc.describe_exit(), self.proc.stderr()))
+        self.port = int(read_text(self.port_file))
+        self.t = t
+
+    def command(self, *args, timeout=120):
+        cmd = self.t.env.wrap([self.t.env.command, "-h", "127.0.0.1", "-p", str(self.port)] + list(args))
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.t.proc_env)
+        return r.returncode, r.stdout + r.stderr
+
+    def stop(self):
+        """Kill it by its pid (it is ours), as a crashed host would."""
+        self.proc.kill(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+# ---- one test's world ---------------------------------------------------------
+
+class T:
+    """A test's directories, its processes and its program."""
+
+    def __init__(self, env, name):
+        self.env = env
+        self.name = name
+        self.root = tempfile.mkdtemp(prefix="zdtm-%s-" % name)
+        self.work = os.path.join(self.root, "work")      # the program's cwd
+        self.ckpt = os.path.join(self.root, "ckpt")      # checkpoint directory
+        self.run = os.path.join(self.root, "run")        # XDG_RUNTIME_DIR
+        self.logs = os.path.join(self.root, "logs")
+        for d in (self.work, self.ckpt, self.logs):
+            os.makedirs(d)
+        os.makedirs(self.run, mode=0o700)
+        if env.user:
+            os.chmod(self.root, 0o755)
+            for d in (self.root, self.work, self.ckpt, self.run, self.logs):
+                os.chown(d, env.uid, env.gid)
+        self.proc_env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": env.home,
+            "LANG": "C.UTF-8",
+            "XDG_RUNTIME_DIR": self.run,
+            "TMPDIR": self.root,
+        }
+        self.procs = []
+        self.coord = None
+        self.n_coord = 0
+        self.n_restart = 0
+        self.prog = None                 # launch or restart Proc holding the program
+        self.pid = None                  # the program's pid as the program sees it
+        self.host_pid = None             # ... and in our pid namespace
+
+    def path(self, *p):
+        return os.path.join(self.work, *p)
+
+    # -- coordinator and program --
+
+    def new_coordinator(self):
+        if self.coord:
+            self.coord.stop()
+        self.n_coord += 1
+        self.coord = Coordinator(self, self.n_coord)
+        return self.coord
+
+    def launch(self, cmd, ready_timeout=30):
+        self.prog = Proc(self, "launch", [self.env.launch, "-j", "-h", "127.0.0.1", "-p", str(self.coord.port),
+                                          "--ckptdir", self.ckpt] + cmd)
+        wait_until(lambda: os.path.exists(self.path("ready")) or self.prog.poll() is not None, ready_timeout,
+                   "the program to be ready")
+        self.expect_running("after launch")
+        self.pid = int(read_text(self.path("ready")))
+        check(self.pid == self.prog.pid, "the launched program has pid %d, dmtcp_launch had %d" %
+              (self.pid, self.prog.pid))
+        self.host_pid = self.pid
+        log("%s: launched, pid %d" % (self.name, self.pid))
+
+    def expect_running(self, when):
+        if self.prog.poll() is not None:
+            raise TestFailure("the program is not running %s: %s%s" % (when, self.prog.describe_exit(),
+                                                                      self.result_note()))
+
+    def result_note(self):
+        r = read_text(self.path("result")).strip()
+        return "; its result file says: %s" % r if r else ""
+
+    def heartbeat(self):
+        try:
+            return int(read_text(self.path("heartbeat")).strip() or "-1")
+        except ValueError:
+            return -1
+
+    def progress(self, n, timeout=60, fresh=False):
+        """Wait until the program advanced its heartbeat n times. fresh: the
+        file may still hold what the killed process wrote after the
+        checkpoint, so first wait for the restored process to write."""
+        v0 = self.heartbeat()
+        if fresh:
+            wait_until(lambda: self.heartbeat() != v0 or self.prog.poll() is not None, timeout,
+                       "the restored program to run (heartbeat stuck at %d)" % v0)
+            self.expect_running("after the restart")
+            v0 = self.heartbeat()
+        wait_until(lambda: self.heartbeat() >= v0 + n or self.prog.poll() is not None, timeout,
+                   "%d steps of progress (heartbeat %d, now %d)" % (n, v0, self.heartbeat()))
+        self.expect_running("while running")
+
+    def checkpoint(self, expect_rc=0):
+        t0 = time.monotonic()
+        rc, out = self.coord.command("-bc")
+        if rc != expect_rc:
+            raise TestFailure("dmtcp_command -bc exited %d, expected %d: %s" % (rc, expect_rc, out.strip()))
+        if expect_rc == 0:
+            check(os.path.islink(os.path.join(self.ckpt, "latest")), "no %s/latest after a checkpoint" % self.ckpt)
+            log("%s: checkpoint ok in %.2f s: %s" % (self.name, time.monotonic() - t0, out.strip()))
+        return out
+
+    def kill_program(self):
+        """kill -9 the program (its pid in our namespace), wait for its parent."""
+        os.kill(self.host_pid, signal.SIGKILL)
+        self.prog.wait(30)
+        check(self.prog.p.returncode == -signal.SIGKILL,
+              "%s ended with %s after kill -9 of the program, expected SIGKILL" %
+              (self.prog.name, self.prog.describe_exit()))
+        wait_until(lambda: not alive(self.host_pid), 10, "the killed program to go away")
+        log("%s: killed pid %d" % (self.name, self.host_pid))
+
+    def restart(self, args=(), target=None):
+        """dmtcp_restart on a new coordinator; returns once the restored
+        program runs."""
+        self.new_coordinator()
+        self.n_restart += 1
+        self.prog = Proc(self, "restart%d" % self.n_restart,
+                         [self.env.restart, "-j", "-h", "127.0.0.1", "-p", str(self.coord.port)] + list(args) +
+                         [target or self.ckpt])
+        self.host_pid = wait_until(self.find_restored, 60, "the restored process %d to appear" % self.pid)
+        if self.host_pid < 0:
+            raise TestFailure("dmtcp_restart ended (%s): %s%s" % (self.prog.describe_exit(),
+                                                                 self.prog.stderr().strip(), self.result_note()))
+        log("%s: restarted pid %d%s" % (self.name, self.pid,
+                                        "" if self.host_pid == self.pid else " (pid %d here)" % self.host_pid))
+
+    def find_restored(self):
+        """The restored program among dmtcp_restart's descendants: its own
+        idea of its pid (last NSpid field) is the original one. -1 when
+        dmtcp_restart is gone."""
+        if self.prog.poll() is not None:
+            return -1
+        for d in descendants(self.prog.pid):
+            st = proc_status(d)
+            ns = st.get("NSpid", "").split()
+            if ns and int(ns[-1]) == self.pid and (len(ns) > 1 or d == self.pid):
+                return d
+        return None
+
+    def verify(self, timeout=120):
+        """Ask the program to check itself (SIGUSR1) and expect PASS."""
+        os.kill(self.host_pid, signal.SIGUSR1)
+        self.prog.wait(timeout)
+        res = read_text(self.path("result")).strip()
+        rc = self.prog.p.returncode
+        if rc != 0 or res != "PASS":
+            raise TestFailure("verification failed: %s, result file: %s" %
+                              (self.prog.describe_exit(), res or "(none)"))
+        log("%s: verified: PASS" % self.name)
+
+    # -- the end --
+
+    def stop_all(self):
+        for p in self.procs:
+            p.kill(signal.SIGKILL)
+        for p in self.procs:
+            try:
+                p.p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.host_pid and alive(self.host_pid):
+            try:
+                os.kill(self.host_pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def report(self):
+        out = ["--- logs of %s (%s) ---" % (self.name, self.root)]
+        for p in self.procs:
+            err = p.stderr(4000).strip()
+            outp = read_text(p.out_path, 1000).strip()
+            out.append("%s [%s] %s" % (p.name, p.describe_exit(), " ".join(p.cmd)))
+            if outp:
+                out.append("  stdout: " + outp.replace("\n", "\n          "))
+            if err:
+                out.append("  stderr: " + err.replace("\n", "\n          "))
+        res = read_text(self.path("result")).strip()
+        if res:
+            out.append("result file: " + res)
+        out += core_backtraces(self)
+        return "\n".join(out)
+
+    def cleanup(self, ok):
+        if ok and not self.env.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def core_backtraces(t):
+    """Backtraces of core files the programs left in the work directory."""
+    out = []
+    for f in sorted(os.listdir(t.work)):
+        if not f.startswith("core"):
+            continue
+        core = os.path.join(t.work, f)
+        r = subprocess.run(["file", core], capture_output=True, text=True)
+        exe = None
+        if "execfn: '" in r.stdout:
+            exe = r.stdout.split("execfn: '")[1].split("'")[0]
+        cmd = ["gdb", "-batch", "-nx", "-ex", "thread apply all bt"] + ([exe] if exe else []) + [core]
+        try:
+            g = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            out.append("core %s (%s):\n%s" % (core, exe, g.stdout[-6000:]))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out.append("core %s: no backtrace (%s)" % (core, e))
+    return out
+
+
+def leftovers(known):
+    """Our children (we are a subreaper: orphans of the test land here)
+    that are not processes we started and already reaped."""
+    left = []
+    for pid in children_of(os.getpid()):
+        if pid in known:
+            continue
+        st = proc_status(pid)
+        if st.get("State", "").startswith("Z"):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            continue
+        left.append(pid)
+    return left
+
+
+# ---- the tests ------------------------------------------------------------------
+
+def program(t, name, *args):
+    return [os.path.join(t.env.zdtm_bin, name)] + list(args)
+
+
+def script(t, interp, name, *args):
+    return [interp, os.path.join(t.env.zdtm_src, name)] + list(args)
+
+
+class Spec:
+    """A program and how much it must run after each restart before the
+    next step: enough for one full round of its own checks."""
+
+    def __init__(self, cmd, progress=20, ready_timeout=30, verify_timeout=120, launch_args=()):
+        self.cmd = cmd
+        self.progress = progress
+        self.ready_timeout = ready_timeout
+        self.verify_timeout = verify_timeout
+        self.launch_args = launch_args
+
+
+SPECS = {
+    "counter": lambda t: Spec(program(t, "counter"), progress=50),
+}
+
+
+def cycle(t, spec):
+    """launch, ckpt, kill, restart, ckpt, kill, restart, verify."""
+    t.new_coordinator()
+    t.launch(list(spec.launch_args) + spec.cmd, spec.ready_timeout)
+    t.progress(spec.progress)
+    for round_ in (1, 2):
+        t.checkpoint()
+        t.progress(spec.progress)
+        t.kill_program()
+        t.restart()
+        t.progress(spec.progress, fresh=True)
+    t.verify(spec.verify_timeout)
+
+
+def run_test(env, name):
+    if name not in SPECS and name not in SPECIAL:
+        raise SystemExit("zdtm.py: unknown test %s (try --list)" % name)
+    t = T(env, name)
+    ok = False
+    try:
+        if name in SPECIAL:
+            SPECIAL[name](t)
+        else:
+            cycle(t, SPECS[name](t))
+        ok = True
+    except TestFailure as e:
+        print("FAIL %s: %s" % (name, e), flush=True)
+        t.stop_all()
+        print(t.report(), flush=True)
+    except Skip as e:
+        t.stop_all()
+        t.cleanup(True)
+        print("SKIP %s: %s" % (name, e), flush=True)
+        return SKIP
+    finally:
+        if t.coord:
+            t.coord.proc.kill()
+        t.stop_all()
+    known = {p.pid for p in t.procs}
+    left = leftovers(known)
+    if left:
+        ok = False
+        print("FAIL %s: processes left behind: %s" % (name, "; ".join("%d %s" % (p, cmdline(p)) for p in left)),
+              flush=True)
+        for p in left:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+    if ok:
+        print("PASS %s" % name, flush=True)
+    t.cleanup(ok)
+    return 0 if ok else 1
+
+
+SPECIAL = {}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", help="meson build directory (instead of the environment)")
+    ap.add_argument("--user", help="run the test as this user (created if missing)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    ap.add_argument("--list", action="store_true", help="list the tests")
+    ap.add_argument("tests", nargs="*")
+    args = ap.parse_args()
+    if args.list:
+        print("\n".join(sorted(list(SPECS) + list(SPECIAL))))
+        return 0
+    if not args.tests:
+        ap.error("name a test (or --list)")
+    set_subreaper()
+    # Cores of crashing programs land in their work directory (the runtime
+    # restores RLIMIT_CORE, so it is set before the launch).
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        pass
+    env = Env(args)
+    rc = 0
+    try:
+        if args.user:
+            env.as_user(args.user)
+        for name in args.tests:
+            r = run_test(env, name)
+            if r == 1 or (r == SKIP and len(args.tests) == 1):
+                rc = r
+    except Skip as e:
+        print("SKIP: %s" % e)
+        return SKIP
+    finally:
+        env.cleanup()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
