@@ -513,9 +513,11 @@ class Spec:
     """A program and how much it must run after each restart before the
     next step: enough for one full round of its own checks."""
 
-    def __init__(self, cmd, progress=20, ready_timeout=30, verify_timeout=120, launch_args=()):
+    def __init__(self, cmd, progress=20, first_progress=None, ready_timeout=30, verify_timeout=120,
+                 launch_args=()):
         self.cmd = cmd
         self.progress = progress
+        self.first_progress = progress if first_progress is None else first_progress
         self.ready_timeout = ready_timeout
         self.verify_timeout = verify_timeout
         self.launch_args = launch_args
@@ -523,6 +525,19 @@ class Spec:
 
 SPECS = {
     "counter": lambda t: Spec(program(t, "counter"), progress=50),
+    # The same with uncompressed images, and with the program kept stopped
+    # while its image is written (no copy-on-write snapshot).
+    "counter_nogzip": lambda t: Spec(program(t, "counter"), progress=50, launch_args=["--no-gzip"]),
+    "counter_nocow": lambda t: Spec(program(t, "counter"), progress=50, launch_args=["--no-cow-checkpoint"]),
+    "threads": lambda t: Spec(program(t, "threads"), progress=50),
+    # After each restart, run longer than the program's stall limit (200
+    # steps without a tick fails), so a timer lost by a restart is caught.
+    "signals": lambda t: Spec(program(t, "signals", "itimer"), first_progress=20, progress=250),
+    "signals_alarm": lambda t: Spec(program(t, "signals", "alarm"), first_progress=20, progress=450),
+    # 128 steps of 8 MiB per sweep: the first checkpoint catches the first
+    # fill half done; after each restart a full sweep checks every page.
+    "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
+                             progress=140),
 }
 
 
@@ -530,7 +545,7 @@ def cycle(t, spec):
     """launch, ckpt, kill, restart, ckpt, kill, restart, verify."""
     t.new_coordinator()
     t.launch(list(spec.launch_args) + spec.cmd, spec.ready_timeout)
-    t.progress(spec.progress)
+    t.progress(spec.first_progress)
     for round_ in (1, 2):
         t.checkpoint()
         t.progress(spec.progress)

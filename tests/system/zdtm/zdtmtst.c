@@ -142,8 +142,8 @@ void test_ready(void) {
 
 void test_heartbeat(void) {
         char buf[32];
-        heartbeats++;
-        int n = snprintf(buf, sizeof buf, "%020llu\n", (unsigned long long) heartbeats);
+        uint64_t h = __atomic_add_fetch(&heartbeats, 1, __ATOMIC_RELAXED);
+        int n = snprintf(buf, sizeof buf, "%020llu\n", (unsigned long long) h);
         pwrite_all(heartbeat_fd, buf, (size_t) n, 0, TEST_HEARTBEAT_FILE);
 }
 
