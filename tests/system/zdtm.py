@@ -530,6 +530,8 @@ SPECS = {
     "counter_nogzip": lambda t: Spec(program(t, "counter"), progress=50, launch_args=["--no-gzip"]),
     "counter_nocow": lambda t: Spec(program(t, "counter"), progress=50, launch_args=["--no-cow-checkpoint"]),
     "threads": lambda t: Spec(program(t, "threads"), progress=50),
+    "files": lambda t: Spec(program(t, "files"), progress=50),
+    "files_nodeleted": lambda t: Spec(program(t, "files", "--no-deleted"), progress=50),
     # After each restart, run longer than the program's stall limit (200
     # steps without a tick fails), so a timer lost by a restart is caught.
     "signals": lambda t: Spec(program(t, "signals", "itimer"), first_progress=20, progress=250),
