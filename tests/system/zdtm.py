@@ -532,6 +532,9 @@ SPECS = {
     "threads": lambda t: Spec(program(t, "threads"), progress=50),
     "files": lambda t: Spec(program(t, "files"), progress=50),
     "files_nodeleted": lambda t: Spec(program(t, "files", "--no-deleted"), progress=50),
+    "mmap_shared_file": lambda t: Spec(program(t, "mmap_shared_file"), progress=100),
+    "python": lambda t: Spec(script(t, "/usr/bin/python3", "hashchain.py"), progress=100),
+    "perl": lambda t: Spec(script(t, "/usr/bin/perl", "hashchain.pl"), progress=100),
     # After each restart, run longer than the program's stall limit (200
     # steps without a tick fails), so a timer lost by a restart is caught.
     "signals": lambda t: Spec(program(t, "signals", "itimer"), first_progress=20, progress=250),
