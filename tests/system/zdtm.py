@@ -600,8 +600,274 @@ def run_test(env, name):
     t.cleanup(ok)
     return 0 if ok else 1
 
+# ---- special flows ----------------------------------------------------------
 
 SPECIAL = {}
+
+
+def special(fn):
+    SPECIAL[fn.__name__[len("flow_"):]] = fn
+    return fn
+
+
+@special
+def flow_pipe_fd(t):
+    """A descriptor kind the runtime cannot save: -bc fails (exit 1) naming
+    it, nothing is committed, the program goes on; after it closes the pipe
+    checkpoints work, and the usual kill/restart/verify follows."""
+    t.new_coordinator()
+    t.launch(program(t, "pipe_fd"))
+    t.progress(20)
+    out = t.checkpoint(expect_rc=1)
+    check("fd 40" in out and "pipe" in out,
+          "the failed checkpoint's message does not name fd 40 as a pipe: %s" % out.strip())
+    log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
+    t.progress(20)
+    gens = [d for d in os.listdir(t.ckpt) if d.startswith("gen-")]
+    check(not gens and not os.path.lexists(os.path.join(t.ckpt, "latest")),
+          "a refused checkpoint left a generation behind: %s" % os.listdir(t.ckpt))
+    with open(t.path("close-pipe"), "w"):
+        pass
+    wait_until(lambda: os.path.exists(t.path("pipe-closed")) or t.prog.poll() is not None, 30,
+               "the program to close its pipe")
+    t.expect_running("after closing the pipe")
+    t.checkpoint()
+    t.progress(20)
+    t.kill_program()
+    t.restart()
+    t.progress(20, fresh=True)
+    t.verify()
+
+
+# Image header layout (common/img.h), for the corruption cases.
+HDR_VERSION, HDR_CRC, HDR_FILE_SIZE, HDR_DATA_OFF, HDR_DATA_END = 8, 28, 32, 40, 48
+HDR_META_OFF, HDR_META_LEN, HDR_PID = 56, 64, 104
+HEADER_SIZE = 4096
+R_BLOCKS, BLOCK_SIZE = 6, 40
+ENC_RAW, ENC_DEFLATE = 1, 2
+
+
+def header_crc(hdr):
+    """img_header_crc: crc32 of the 4096-byte header with its crc field 0."""
+    return zlib.crc32(hdr[:HDR_CRC] + b"\0\0\0\0" + hdr[HDR_CRC + 4:HEADER_SIZE]) & 0xffffffff
+
+
+def image_blocks(data):
+    """(file_off, clen, enc) of every stored block, from the metadata."""
+    meta_off, meta_len = struct.unpack_from("<QQ", data, HDR_META_OFF)
+    out, pos, end = [], meta_off, meta_off + meta_len
+    while pos + 8 <= end:
+        rtype, rlen = struct.unpack_from("<II", data, pos)
+        payload = pos + 8
+        if rtype == R_BLOCKS:
+            for k in range(rlen // BLOCK_SIZE):
+                addr, file_off, ulen, clen, crc, enc, target, index = struct.unpack_from(
+                    "<QQIIIHHI", data, payload + k * BLOCK_SIZE)
+                if enc in (ENC_RAW, ENC_DEFLATE) and clen >= 64:
+                    out.append((file_off, clen, enc))
+        pos = payload + ((rlen + 7) & ~7)
+    return out
+
+
+def flip(data, off):
+    data[off] ^= 0x5a
+
+
+def mut_truncate_half(d):
+    del d[len(d) // 2:]
+
+
+def mut_truncate_header(d):
+    del d[100:]
+
+
+def mut_empty(d):
+    del d[:]
+
+
+def mut_bitflip_data(d):
+    blocks = image_blocks(d)
+    check(blocks, "harness: no stored data block found in the image")
+    off, clen, _ = max(blocks, key=lambda b: b[1])
+    flip(d, off + clen // 2)
+
+
+def mut_bitflip_meta(d):
+    meta_off, meta_len = struct.unpack_from("<QQ", d, HDR_META_OFF)
+    flip(d, meta_off + meta_len // 2)
+
+
+def mut_bitflip_header(d):
+    flip(d, HDR_PID)
+
+
+def mut_magic(d):
+    d[0:8] = b"DMTCPIMX"
+
+
+def mut_version(d):
+    struct.pack_into("<I", d, HDR_VERSION, 2)
+    struct.pack_into("<I", d, HDR_CRC, header_crc(bytes(d)))
+
+
+# name: (mutation of the image bytes or None, of the MANIFEST text or None,
+#        restart the directory (else the image itself), what the message must say)
+BAD_CASES = [
+    ("truncated", mut_truncate_half, None, True, r"truncated"),
+    ("truncated_header", mut_truncate_header, None, True, r"truncated"),
+    ("empty", mut_empty, None, True, r"truncated|empty"),
+    ("bitflip_data", mut_bitflip_data, None, True, r"corrupt|checksum"),
+    ("bitflip_data_file", mut_bitflip_data, None, False, r"corrupt|checksum"),
+    ("bitflip_meta", mut_bitflip_meta, None, True, r"corrupt|checksum|metadata"),
+    ("bitflip_header", mut_bitflip_header, None, True, r"header"),
+    ("bad_magic", mut_magic, None, True, r"magic|not a dmtcp"),
+    ("bad_version", mut_version, None, False, r"version"),
+    ("manifest_crc", None, "crc", True, r"MANIFEST"),
+    ("manifest_syntax", None, "syntax", True, r"MANIFEST"),
+    ("manifest_missing_image", None, "missing", True, r"No such file"),
+]
+
+
+def copy_generation(t, case):
+    src = os.path.join(t.ckpt, "gen-000001")
+    top = os.path.join(t.root, "bad", case)
+    dst = os.path.join(top, "gen-000001")
+    shutil.copytree(src, dst)
+    if t.env.user:
+        for p in (os.path.dirname(top), top, dst) + tuple(os.path.join(dst, f) for f in os.listdir(dst)):
+            os.chown(p, t.env.uid, t.env.gid)
+    image = [os.path.join(dst, f) for f in os.listdir(dst) if f.endswith(".dmtcp")]
+    check(len(image) == 1, "harness: expected one image in %s" % dst)
+    return top, dst, image[0]
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def port_listening(port):
+    import socket
+    s = socket.socket()
+    try:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+    finally:
+        s.close()
+
+
+def expect_refusal(t, name, target, rc_want, pattern, names, extra=()):
+    """dmtcp_restart on a bad target: exit rc_want, one stderr line that
+    names one of names and matches pattern, nothing left running."""
+    import re
+    port = free_port()
+    p = Proc(t, "restart-" + name, [t.env.restart, "-h", "127.0.0.1", "-p", str(port)] + list(extra) + [target])
+    rc = p.wait(60)
+    err = read_text(p.err_path).strip()
+    lines = err.splitlines()
+    problems = []
+    if rc != rc_want:
+        problems.append("exit %s, expected %d" % (p.describe_exit(), rc_want))
+    if len(lines) != 1:
+        problems.append("%d lines on stderr, expected 1" % len(lines))
+    if not any(n in err for n in names):
+        problems.append("the message does not name %s" % " or ".join(names))
+    if not re.search(pattern, err, re.I):
+        problems.append("the message does not say /%s/" % pattern)
+    if port_listening(port):
+        problems.append("a coordinator was left listening on port %d" % port)
+    left = leftovers({q.pid for q in t.procs})
+    if left:
+        problems.append("processes left behind: %s" % "; ".join("%d %s" % (q, cmdline(q)) for q in left))
+        for q in left:
+            try:
+                os.kill(q, signal.SIGKILL)
+            except OSError:
+                pass
+    if problems:
+        log("%s: %s: %s -- stderr: %s" % (t.name, name, ", ".join(problems), err or "(empty)"))
+        return "%s (%s; stderr: %s)" % (name, ", ".join(problems), err or "(empty)")
+    log("%s: %s: refused as expected: %s" % (t.name, name, err))
+    return None
+
+
+@special
+def flow_bad_images(t):
+    """Damaged images and MANIFESTs are refused with exit 100 and one line
+    naming the file, another user's image with exit 101; root may restart
+    it with --no-strict-uid-checking."""
+    t.new_coordinator()
+    t.launch(program(t, "counter"))
+    t.progress(20)
+    t.checkpoint()
+    t.kill_program()
+    t.coord.stop()
+    t.coord = None
+    gen = os.path.join(t.ckpt, "gen-000001")
+    img = [f for f in os.listdir(gen) if f.endswith(".dmtcp")][0]
+    with open(os.path.join(gen, img), "rb") as f:
+        orig = f.read()
+    check(header_crc(orig) == struct.unpack_from("<I", orig, HDR_CRC)[0],
+          "harness: the header crc computed here does not match the image's (layout changed?)")
+    failures = []
+    for name, mut_img, mut_man, use_dir, pattern in BAD_CASES:
+        top, dst, image = copy_generation(t, name)
+        manifest = os.path.join(dst, "MANIFEST")
+        if mut_img:
+            data = bytearray(orig)
+            mut_img(data)
+            with open(image, "wb") as f:
+                f.write(data)
+        if mut_man == "crc":
+            lines = read_text(manifest).split("\n")
+            for k, l in enumerate(lines):
+                if l.startswith("image "):
+                    w = l.split(" ")
+                    w[3] = "%08x" % (int(w[3], 16) ^ 1)
+                    lines[k] = " ".join(w)
+            with open(manifest, "w") as f:
+                f.write("\n".join(lines))
+        elif mut_man == "syntax":
+            text = read_text(manifest)
+            with open(manifest, "w") as f:
+                f.write(text.replace("\nend\n", "\n"))
+        elif mut_man == "missing":
+            os.unlink(image)
+        names = [image] + ([manifest] if mut_man in ("crc", "syntax") else [])
+        r = expect_refusal(t, name, top if use_dir else image, IMAGE_RC, pattern, names)
+        if r:
+            failures.append(r)
+
+    # Another user's image.
+    top, dst, image = copy_generation(t, "foreign")
+    nobody = pwd.getpwnam("nobody")
+    os.chown(image, nobody.pw_uid, nobody.pw_gid)
+    r = expect_refusal(t, "foreign_uid", top, PERM_RC, r"uid|user|belongs", [image])
+    if r:
+        failures.append(r)
+    if t.env.user is None:
+        # Root may override; the program runs on and verifies itself.
+        t.restart(args=["--no-strict-uid-checking"], target=top)
+        t.progress(20, fresh=True)
+        t.verify()
+    else:
+        r = expect_refusal(t, "foreign_uid_no_strict", top, PERM_RC, r"not allowed|uid|belongs", [image],
+                           extra=["--no-strict-uid-checking"])
+        if r:
+            failures.append(r)
+        # An image the caller cannot read at all.
+        top, dst, image = copy_generation(t, "unreadable")
+        os.chmod(image, 0)
+        os.chown(image, 0, 0)
+        r = expect_refusal(t, "unreadable", top, PERM_RC, r"permission denied", [image])
+        if r:
+            failures.append(r)
+    check(not failures, "%d of %d bad-image cases wrong:\n  %s" %
+          (len(failures), len(BAD_CASES) + 2, "\n  ".join(failures)))
 
 
 def main():

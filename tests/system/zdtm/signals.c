@@ -6,13 +6,18 @@
  *   - two POSIX timers (timer_create, SIGEV_SIGNAL): CLOCK_MONOTONIC every
  *     15 ms on SIGRTMIN and CLOCK_REALTIME every 25 ms on SIGRTMIN+1, each
  *     with its own sigev_value;
- *   - SIGHUP and SIGRTMIN+2 sent to the process and SIGRTMIN+3 to the main
- *     thread while blocked, left pending for the whole run: once unblocked
- *     at verification, each must arrive exactly once;
+ *   - SIGHUP (kill) and SIGRTMIN+2 (sigqueue, with a value) sent to the
+ *     process and SIGRTMIN+3 (raise) to the main thread while blocked, left
+ *     pending for the whole run: once unblocked at verification, each must
+ *     arrive exactly once, with the siginfo it was sent with (si_code, and
+ *     the sigqueue value);
  *   - the program's own use of SIGUSR2 (dmtcp's checkpoint signal, hidden
  *     from the program): a handler, raise(), and a raise() while the
  *     program blocks SIGUSR2, delivered when it unblocks;
  *   - SIGPIPE ignored, SIGTERM default.
+ *
+ * A signal that arrives with the wrong siginfo is recorded and reported at
+ * verification, so one such problem does not hide the others.
  *
  * Checked on every step: the handlers and flags are the installed ones,
  * the interval timers still have their intervals, the one-shot alarm is
@@ -43,6 +48,8 @@ static volatile sig_atomic_t alrm_fired;
 static volatile uint64_t t1_ticks, t1_last, t2_ticks, t2_last, timer_bad;
 static volatile uint64_t usr2_count, usr2_bad;
 static volatile uint64_t hup_count, rt2_count, rt3_count;
+static volatile int hup_code, rt2_code, rt3_code, rt2_value;
+#define QUEUE_VALUE 0x2a2a2a
 static char bad_what[256];
 
 static void note_bad(const char *what) {
@@ -95,13 +102,19 @@ static void on_usr2(int sig, siginfo_t *si, void *uc) {
         usr2_count++;
 }
 
-static void on_pending(int sig) {
-        if (sig == SIGHUP)
+static void on_pending(int sig, siginfo_t *si, void *uc) {
+        (void) uc;
+        if (sig == SIGHUP) {
                 hup_count++;
-        else if (sig == SIGRTMIN + 2)
+                hup_code = si->si_code;
+        } else if (sig == SIGRTMIN + 2) {
                 rt2_count++;
-        else if (sig == SIGRTMIN + 3)
+                rt2_code = si->si_code;
+                rt2_value = si->si_value.sival_int;
+        } else if (sig == SIGRTMIN + 3) {
                 rt3_count++;
+                rt3_code = si->si_code;
+        }
 }
 
 static void install(int sig, void (*act)(int, siginfo_t *, void *), void (*handler)(int), int flags, int mask_sig) {
@@ -150,9 +163,9 @@ int main(int argc, char **argv) {
         install(SIGRTMIN, on_timer, NULL, SA_SIGINFO, 0);
         install(SIGRTMIN + 1, on_timer, NULL, SA_SIGINFO, 0);
         install(SIGUSR2, on_usr2, NULL, SA_SIGINFO | SA_RESTART, 0);
-        install(SIGHUP, NULL, on_pending, 0, 0);
-        install(SIGRTMIN + 2, NULL, on_pending, 0, 0);
-        install(SIGRTMIN + 3, NULL, on_pending, SA_RESTART, 0);
+        install(SIGHUP, on_pending, NULL, SA_SIGINFO, 0);
+        install(SIGRTMIN + 2, on_pending, NULL, SA_SIGINFO, 0);
+        install(SIGRTMIN + 3, on_pending, NULL, SA_SIGINFO | SA_RESTART, 0);
         signal(SIGPIPE, SIG_IGN);
         signal(SIGTERM, SIG_DFL);
 
@@ -165,7 +178,8 @@ int main(int argc, char **argv) {
         if (sigprocmask(SIG_BLOCK, &pend, NULL) < 0)
                 fail_errno("sigprocmask");
         kill(getpid(), SIGHUP);
-        kill(getpid(), SIGRTMIN + 2);
+        if (sigqueue(getpid(), SIGRTMIN + 2, (union sigval) { .sival_int = QUEUE_VALUE }) < 0)
+                fail_errno("sigqueue");
         raise(SIGRTMIN + 3);            /* thread-directed */
 
         /* The timers. */
@@ -196,14 +210,13 @@ int main(int argc, char **argv) {
         sigaddset(&usr2, SIGUSR2);
         while (!test_verify_requested()) {
                 step++;
-                check(!bad_what[0], "%s", bad_what);
                 /* Handlers and flags. */
                 if (step % 16 == 0) {
                         check_action(SIGALRM, (void *) on_alrm, SA_SIGINFO | SA_RESTART, SIGRTMIN, "SIGALRM");
                         check_action(SIGRTMIN, (void *) on_timer, SA_SIGINFO, 0, "SIGRTMIN");
                         check_action(SIGUSR2, (void *) on_usr2, SA_SIGINFO | SA_RESTART, 0, "SIGUSR2");
-                        check_action(SIGHUP, (void *) on_pending, 0, 0, "SIGHUP");
-                        check_action(SIGRTMIN + 3, (void *) on_pending, SA_RESTART, 0, "SIGRTMIN+3");
+                        check_action(SIGHUP, (void *) on_pending, SA_SIGINFO, 0, "SIGHUP");
+                        check_action(SIGRTMIN + 3, (void *) on_pending, SA_SIGINFO | SA_RESTART, 0, "SIGRTMIN+3");
                         struct sigaction sa;
                         sigaction(SIGPIPE, NULL, &sa);
                         check(sa.sa_handler == SIG_IGN, "SIGPIPE is no longer ignored");
@@ -273,29 +286,48 @@ int main(int argc, char **argv) {
                 test_heartbeat();
                 test_msleep(STEP_MS);
         }
-        check(ready, "verification before the program was ready");
-        check(!bad_what[0], "%s", bad_what);
-        check(alrm_ticks > alrm0 && t1_ticks > t10 && t2_ticks > t20 && usr2_count > usr20,
-              "signals stopped: SIGALRM %llu->%llu, timer1 %llu->%llu, timer2 %llu->%llu, SIGUSR2 %llu->%llu",
-              (unsigned long long) alrm0, (unsigned long long) alrm_ticks, (unsigned long long) t10,
-              (unsigned long long) t1_ticks, (unsigned long long) t20, (unsigned long long) t2_ticks,
-              (unsigned long long) usr20, (unsigned long long) usr2_count);
+        /* Report every problem, not only the first. */
+        char problems[2048] = "";
+#define PROBLEM(cond, ...)                                                                   \
+        do {                                                                                 \
+                if (!(cond)) {                                                               \
+                        size_t l_ = strlen(problems);                                        \
+                        snprintf(problems + l_, sizeof problems - l_, "%s", l_ ? "; " : ""); \
+                        l_ = strlen(problems);                                               \
+                        snprintf(problems + l_, sizeof problems - l_, __VA_ARGS__);          \
+                }                                                                            \
+        } while (0)
+        PROBLEM(ready, "verification before the program was ready");
+        PROBLEM(!bad_what[0], "during the run: %s (SIGALRM %llu, timers %llu, SIGUSR2 %llu bad deliveries)", bad_what,
+                (unsigned long long) alrm_bad, (unsigned long long) timer_bad, (unsigned long long) usr2_bad);
+        PROBLEM(alrm_ticks > alrm0 && t1_ticks > t10 && t2_ticks > t20 && usr20 < usr2_count,
+                "signals stopped: SIGALRM %llu->%llu, timer1 %llu->%llu, timer2 %llu->%llu, SIGUSR2 %llu->%llu",
+                (unsigned long long) alrm0, (unsigned long long) alrm_ticks, (unsigned long long) t10,
+                (unsigned long long) t1_ticks, (unsigned long long) t20, (unsigned long long) t2_ticks,
+                (unsigned long long) usr20, (unsigned long long) usr2_count);
         /* Stop the timers, then let the pending signals in. */
         struct itimerval off = { 0 };
         setitimer(ITIMER_REAL, &off, NULL);
         timer_delete(t1);
         timer_delete(t2);
         sigprocmask(SIG_UNBLOCK, &pend, NULL);
-        check(hup_count == 1, "SIGHUP delivered %llu times after unblocking, expected once",
-              (unsigned long long) hup_count);
-        check(rt2_count == 1, "SIGRTMIN+2 (sent to the process) delivered %llu times, expected once",
-              (unsigned long long) rt2_count);
-        check(rt3_count == 1, "SIGRTMIN+3 (sent to the thread) delivered %llu times, expected once",
-              (unsigned long long) rt3_count);
+        PROBLEM(hup_count == 1, "SIGHUP delivered %llu times after unblocking, expected once",
+                (unsigned long long) hup_count);
+        PROBLEM(rt2_count == 1, "SIGRTMIN+2 (sent to the process) delivered %llu times, expected once",
+                (unsigned long long) rt2_count);
+        PROBLEM(rt3_count == 1, "SIGRTMIN+3 (sent to the thread) delivered %llu times, expected once",
+                (unsigned long long) rt3_count);
+        PROBLEM(hup_code == SI_USER, "pending SIGHUP (kill) arrived with si_code %d, sent with SI_USER", hup_code);
+        PROBLEM(rt3_code == SI_TKILL, "pending SIGRTMIN+3 (raise) arrived with si_code %d, sent with SI_TKILL",
+                rt3_code);
+        PROBLEM(rt2_code == SI_QUEUE && rt2_value == QUEUE_VALUE,
+                "pending SIGRTMIN+2 (sigqueue) arrived with si_code %d and value %#x, sent with SI_QUEUE (%d) and %#x",
+                rt2_code, rt2_value, SI_QUEUE, QUEUE_VALUE);
         sigset_t now;
         sigpending(&now);
         for (int s = 1; s < SIGRTMIN + 4; s++)
-                check(!sigismember(&now, s) || s == SIGRTMIN || s == SIGRTMIN + 1 || s == SIGALRM,
-                      "signal %d still pending after unblocking", s);
+                PROBLEM(!sigismember(&now, s) || s == SIGRTMIN || s == SIGRTMIN + 1 || s == SIGALRM,
+                        "signal %d still pending after unblocking", s);
+        check(!problems[0], "%s", problems);
         pass();
 }

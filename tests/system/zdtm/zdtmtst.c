@@ -87,9 +87,9 @@ void pread_all(int fd, void *buf, size_t len, off_t off, const char *what) {
 
 /* Write path atomically (temporary file, then rename): the driver never
  * reads half a file. Only used when no checkpoint can be running (before
- * "ready", and at the very end), so no descriptor of a temporary file is
- * ever in an image. */
-static void write_file_atomic(const char *path, const char *text) {
+ * "ready", at the very end, or when the driver waits for this file), so
+ * no descriptor of a temporary file is ever in an image. */
+void test_write_file(const char *path, const char *text) {
         char tmp[256];
         snprintf(tmp, sizeof tmp, ".%s.tmp", path);
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -137,7 +137,7 @@ void test_ready(void) {
         char buf[32];
         snprintf(buf, sizeof buf, "%d\n", (int) test_pid);
         test_heartbeat();
-        write_file_atomic(TEST_READY_FILE, buf);
+        test_write_file(TEST_READY_FILE, buf);
 }
 
 void test_heartbeat(void) {
@@ -162,7 +162,7 @@ static _Noreturn void finish(bool ok, const char *reason) {
         snprintf(buf, sizeof buf, "%s%s%s\n", ok ? "PASS" : "FAIL: ", ok ? "" : test_name, ok ? "" : reason);
         if (!ok)
                 fprintf(stderr, "%s", buf + 6);
-        write_file_atomic(TEST_RESULT_FILE, buf);
+        test_write_file(TEST_RESULT_FILE, buf);
         exit(ok ? 0 : 1);
 }
 

@@ -36,6 +36,8 @@ void test_ready(void);
 void test_heartbeat(void);
 uint64_t test_heartbeats(void);
 bool test_verify_requested(void);
+/* Write a small file atomically (for handshakes with the driver). */
+void test_write_file(const char *path, const char *text);
 /* Sleep ms milliseconds, resuming after EINTR (a checkpoint, a signal). */
 void test_msleep(unsigned ms);
 
