@@ -514,13 +514,34 @@ class Spec:
     next step: enough for one full round of its own checks."""
 
     def __init__(self, cmd, progress=20, first_progress=None, ready_timeout=30, verify_timeout=120,
-                 launch_args=()):
+                 launch_args=(), before_checkpoint=None, after_restart=None):
         self.cmd = cmd
         self.progress = progress
         self.first_progress = progress if first_progress is None else first_progress
         self.ready_timeout = ready_timeout
         self.verify_timeout = verify_timeout
         self.launch_args = launch_args
+        self.before_checkpoint = before_checkpoint or (lambda t: None)
+        self.after_restart = after_restart or (lambda t: None)
+
+
+def set_frozen(t, on):
+    """mmap_shared_file --freeze: stop or resume its writes, and wait for
+    the acknowledgement."""
+    if on:
+        with open(t.path("freeze"), "w"):
+            pass
+    else:
+        os.unlink(t.path("freeze"))
+    want = "1" if on else "0"
+    wait_until(lambda: read_text(t.path("frozen")).strip() == want or t.prog.poll() is not None, 30,
+               "the program to %s" % ("freeze" if on else "write again"))
+    t.expect_running("after %s" % ("freezing" if on else "thawing"))
+
+
+def thaw_and_run(t):
+    set_frozen(t, False)
+    t.progress(100)
 
 
 SPECS = {
@@ -533,6 +554,11 @@ SPECS = {
     "files": lambda t: Spec(program(t, "files"), progress=50),
     "files_nodeleted": lambda t: Spec(program(t, "files", "--no-deleted"), progress=50),
     "mmap_shared_file": lambda t: Spec(program(t, "mmap_shared_file"), progress=100),
+    # The same, with the file left unchanged between each checkpoint and
+    # the restart (the program writes only after it is restored).
+    "mmap_shared_file_frozen": lambda t: Spec(program(t, "mmap_shared_file", "--freeze"), progress=100,
+                                              before_checkpoint=lambda t: set_frozen(t, True),
+                                              after_restart=thaw_and_run),
     "python": lambda t: Spec(script(t, "/usr/bin/python3", "hashchain.py"), progress=100),
     "perl": lambda t: Spec(script(t, "/usr/bin/perl", "hashchain.pl"), progress=100),
     # After each restart, run longer than the program's stall limit (200
@@ -552,11 +578,13 @@ def cycle(t, spec):
     t.launch(list(spec.launch_args) + spec.cmd, spec.ready_timeout)
     t.progress(spec.first_progress)
     for round_ in (1, 2):
+        spec.before_checkpoint(t)
         t.checkpoint()
         t.progress(spec.progress)
         t.kill_program()
         t.restart()
         t.progress(spec.progress, fresh=True)
+        spec.after_restart(t)
     t.verify(spec.verify_timeout)
 
 

@@ -7,7 +7,13 @@
  * the mapping equals the mirror, and so does the file itself (after
  * msync, read through a new descriptor): the state of the last checkpoint
  * plus what the program wrote after the restart, nothing of what the
- * killed process wrote after the checkpoint. */
+ * killed process wrote after the checkpoint.
+ *
+ * With --freeze the driver can stop the writes (file "freeze" present;
+ * the program acknowledges by writing "frozen" = 1, and 0 when the file is
+ * gone): it freezes the program around each checkpoint and kill, so the
+ * file is unchanged when the restart validates it, and lets it write again
+ * after the restart — the restored mapping must still be the file's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -45,11 +51,24 @@ int main(int argc, char **argv) {
                 fail_errno("mmap %s", FILE_NAME);
         close(fd);
         compare(0, WORDS, "at start");
-        uint64_t step = 0;
+        bool freeze_protocol = argc > 1 && !strcmp(argv[1], "--freeze"), frozen = false;
+        uint64_t step = 0, writes = 0;
         test_ready();
 
         while (!test_verify_requested()) {
+                if (freeze_protocol && (access("freeze", F_OK) == 0) != frozen) {
+                        frozen = !frozen;
+                        test_write_file("frozen", frozen ? "1\n" : "0\n");
+                }
+                if (frozen) {
+                        if (++step % 64 == 0)
+                                compare(0, WORDS, "full check while frozen");
+                        test_heartbeat();
+                        test_msleep(2);
+                        continue;
+                }
                 step++;
+                writes++;
                 /* A word in a different page each step, all pages in turn. */
                 size_t page = (size_t) (step * 37) % (SIZE / 4096);
                 size_t i = page * 512 + (size_t) (mix64(step) % 512);
@@ -63,6 +82,7 @@ int main(int argc, char **argv) {
                 test_msleep(2);
         }
         compare(0, WORDS, "at verification");
+        check(writes > 0, "no write to the mapping");
         if (msync(map, SIZE, MS_SYNC) < 0)
                 fail_errno("msync");
         fd = open(FILE_NAME, O_RDONLY | O_CLOEXEC);
