@@ -338,8 +338,10 @@ class T:
 
     def expect_running(self, when):
         if self.prog.poll() is not None:
-            raise TestFailure("the program is not running %s: %s%s" % (when, self.prog.describe_exit(),
-                                                                      self.result_note()))
+            last = self.prog.stderr(2000).strip().splitlines()
+            raise TestFailure("the program is not running %s: %s%s%s" % (
+                when, self.prog.describe_exit(), self.result_note(),
+                "; %s said: %s" % (self.prog.name, last[-1]) if last else ""))
 
     def result_note(self):
         r = read_text(self.path("result")).strip()
