@@ -16,6 +16,9 @@
  *     program blocks SIGUSR2, delivered when it unblocks;
  *   - SIGPIPE ignored, SIGTERM default.
  *
+ * With "pending", no timer at all: only the pending signals and SIGUSR2
+ * (a process without POSIX timers goes through other code at restore).
+ *
  * A signal that arrives with the wrong siginfo is recorded and reported at
  * verification, so one such problem does not hide the others.
  *
@@ -40,7 +43,7 @@
 #define COOKIE1 ((void *) 0x5eed0001)
 #define COOKIE2 ((void *) 0x5eed0002)
 
-static bool alarm_mode;
+static bool alarm_mode, timers = true;
 static volatile uint64_t step;
 
 static volatile uint64_t alrm_ticks, alrm_last, alrm_bad;
@@ -158,6 +161,7 @@ static int64_t ts_ns(struct timespec ts) {
 int main(int argc, char **argv) {
         test_init(argc, argv);
         alarm_mode = argc > 1 && !strcmp(argv[1], "alarm");
+        timers = !(argc > 1 && !strcmp(argv[1], "pending"));
 
         install(SIGALRM, on_alrm, NULL, SA_SIGINFO | SA_RESTART, SIGRTMIN);
         install(SIGRTMIN, on_timer, NULL, SA_SIGINFO, 0);
@@ -183,24 +187,27 @@ int main(int argc, char **argv) {
         raise(SIGRTMIN + 3);            /* thread-directed */
 
         /* The timers. */
-        timer_t t1, t2;
-        struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN };
-        ev.sigev_value.sival_ptr = COOKIE1;
-        if (timer_create(CLOCK_MONOTONIC, &ev, &t1) < 0)
-                fail_errno("timer_create 1");
-        ev.sigev_signo = SIGRTMIN + 1;
-        ev.sigev_value.sival_ptr = COOKIE2;
-        if (timer_create(CLOCK_REALTIME, &ev, &t2) < 0)
-                fail_errno("timer_create 2");
-        struct itimerspec its1 = { { 0, 15000000 }, { 0, 15000000 } }, its2 = { { 0, 25000000 }, { 0, 25000000 } };
-        if (timer_settime(t1, 0, &its1, NULL) < 0 || timer_settime(t2, 0, &its2, NULL) < 0)
-                fail_errno("timer_settime");
-        if (alarm_mode)
-                alarm(1);
-        else {
-                struct itimerval it = { { 0, 20000 }, { 0, 20000 } };
-                if (setitimer(ITIMER_REAL, &it, NULL) < 0)
-                        fail_errno("setitimer");
+        timer_t t1 = 0, t2 = 0;
+        if (timers) {
+                struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN };
+                ev.sigev_value.sival_ptr = COOKIE1;
+                if (timer_create(CLOCK_MONOTONIC, &ev, &t1) < 0)
+                        fail_errno("timer_create 1");
+                ev.sigev_signo = SIGRTMIN + 1;
+                ev.sigev_value.sival_ptr = COOKIE2;
+                if (timer_create(CLOCK_REALTIME, &ev, &t2) < 0)
+                        fail_errno("timer_create 2");
+                struct itimerspec its1 = { { 0, 15000000 }, { 0, 15000000 } },
+                                  its2 = { { 0, 25000000 }, { 0, 25000000 } };
+                if (timer_settime(t1, 0, &its1, NULL) < 0 || timer_settime(t2, 0, &its2, NULL) < 0)
+                        fail_errno("timer_settime");
+                if (alarm_mode)
+                        alarm(1);
+                else {
+                        struct itimerval it = { { 0, 20000 }, { 0, 20000 } };
+                        if (setitimer(ITIMER_REAL, &it, NULL) < 0)
+                                fail_errno("setitimer");
+                }
         }
 
         uint64_t alrm0 = 0, t10 = 0, t20 = 0, usr20 = 0;
@@ -235,33 +242,37 @@ int main(int argc, char **argv) {
                       "the signal mask lost the blocked signals");
 
                 /* Timers. */
-                struct itimerval it;
-                getitimer(ITIMER_REAL, &it);
-                if (alarm_mode) {
-                        check(it.it_interval.tv_sec == 0 && it.it_interval.tv_usec == 0,
-                              "alarm() timer has an interval of %lld us", (long long) tv_us(it.it_interval));
-                        if (alrm_fired) {
-                                alrm_fired = 0;
-                                alarm(1);
+                if (timers) {
+                        struct itimerval it;
+                        getitimer(ITIMER_REAL, &it);
+                        if (alarm_mode) {
+                                check(it.it_interval.tv_sec == 0 && it.it_interval.tv_usec == 0,
+                                      "alarm() timer has an interval of %lld us", (long long) tv_us(it.it_interval));
+                                if (alrm_fired) {
+                                        alrm_fired = 0;
+                                        alarm(1);
+                                } else
+                                        check(tv_us(it.it_value) > 0, "the alarm() timer is disarmed and never fired");
                         } else
-                                check(tv_us(it.it_value) > 0, "the alarm() timer is disarmed and never fired");
-                } else
-                        check(tv_us(it.it_interval) == 20000, "ITIMER_REAL interval is %lld us, set 20000",
-                              (long long) tv_us(it.it_interval));
-                struct itimerspec ts;
-                if (timer_gettime(t1, &ts) < 0)
-                        fail_errno("timer_gettime(CLOCK_MONOTONIC timer)");
-                check(ts_ns(ts.it_interval) == 15000000, "POSIX timer 1 interval is %lld ns, set 15 ms",
-                      (long long) ts_ns(ts.it_interval));
-                if (timer_gettime(t2, &ts) < 0)
-                        fail_errno("timer_gettime(CLOCK_REALTIME timer)");
-                check(ts_ns(ts.it_interval) == 25000000, "POSIX timer 2 interval is %lld ns, set 25 ms",
-                      (long long) ts_ns(ts.it_interval));
-                uint64_t s = step;
-                check(s - alrm_last < (alarm_mode ? 2 * STALL : STALL), "no SIGALRM for %llu steps (%s)",
-                      (unsigned long long) (s - alrm_last), alarm_mode ? "alarm" : "ITIMER_REAL");
-                check(s - t1_last < STALL, "no signal of POSIX timer 1 for %llu steps", (unsigned long long) (s - t1_last));
-                check(s - t2_last < STALL, "no signal of POSIX timer 2 for %llu steps", (unsigned long long) (s - t2_last));
+                                check(tv_us(it.it_interval) == 20000, "ITIMER_REAL interval is %lld us, set 20000",
+                                      (long long) tv_us(it.it_interval));
+                        struct itimerspec ts;
+                        if (timer_gettime(t1, &ts) < 0)
+                                fail_errno("timer_gettime(CLOCK_MONOTONIC timer)");
+                        check(ts_ns(ts.it_interval) == 15000000, "POSIX timer 1 interval is %lld ns, set 15 ms",
+                              (long long) ts_ns(ts.it_interval));
+                        if (timer_gettime(t2, &ts) < 0)
+                                fail_errno("timer_gettime(CLOCK_REALTIME timer)");
+                        check(ts_ns(ts.it_interval) == 25000000, "POSIX timer 2 interval is %lld ns, set 25 ms",
+                              (long long) ts_ns(ts.it_interval));
+                        uint64_t s = step;
+                        check(s - alrm_last < (alarm_mode ? 2 * STALL : STALL), "no SIGALRM for %llu steps (%s)",
+                              (unsigned long long) (s - alrm_last), alarm_mode ? "alarm" : "ITIMER_REAL");
+                        check(s - t1_last < STALL, "no signal of POSIX timer 1 for %llu steps",
+                              (unsigned long long) (s - t1_last));
+                        check(s - t2_last < STALL, "no signal of POSIX timer 2 for %llu steps",
+                              (unsigned long long) (s - t2_last));
+                }
 
                 /* SIGUSR2, the program's own. */
                 if (step % 4 == 0) {
@@ -275,7 +286,7 @@ int main(int argc, char **argv) {
                         sigprocmask(SIG_UNBLOCK, &usr2, NULL);
                         check(usr2_count == c + 2, "SIGUSR2 raised while blocked not delivered on unblock");
                 }
-                if (!ready && alrm_ticks && t1_ticks && t2_ticks) {
+                if (!ready && (!timers || (alrm_ticks && t1_ticks && t2_ticks))) {
                         ready = true;
                         alrm0 = alrm_ticks;
                         t10 = t1_ticks;
@@ -300,7 +311,7 @@ int main(int argc, char **argv) {
         PROBLEM(ready, "verification before the program was ready");
         PROBLEM(!bad_what[0], "during the run: %s (SIGALRM %llu, timers %llu, SIGUSR2 %llu bad deliveries)", bad_what,
                 (unsigned long long) alrm_bad, (unsigned long long) timer_bad, (unsigned long long) usr2_bad);
-        PROBLEM(alrm_ticks > alrm0 && t1_ticks > t10 && t2_ticks > t20 && usr20 < usr2_count,
+        PROBLEM((!timers || (alrm_ticks > alrm0 && t1_ticks > t10 && t2_ticks > t20)) && usr20 < usr2_count,
                 "signals stopped: SIGALRM %llu->%llu, timer1 %llu->%llu, timer2 %llu->%llu, SIGUSR2 %llu->%llu",
                 (unsigned long long) alrm0, (unsigned long long) alrm_ticks, (unsigned long long) t10,
                 (unsigned long long) t1_ticks, (unsigned long long) t20, (unsigned long long) t2_ticks,
@@ -308,8 +319,10 @@ int main(int argc, char **argv) {
         /* Stop the timers, then let the pending signals in. */
         struct itimerval off = { 0 };
         setitimer(ITIMER_REAL, &off, NULL);
-        timer_delete(t1);
-        timer_delete(t2);
+        if (timers) {
+                timer_delete(t1);
+                timer_delete(t2);
+        }
         sigprocmask(SIG_UNBLOCK, &pend, NULL);
         PROBLEM(hup_count == 1, "SIGHUP delivered %llu times after unblocking, expected once",
                 (unsigned long long) hup_count);
