@@ -73,7 +73,7 @@ def wait_until(pred, timeout, what):
         if v:
             return v
         if time.monotonic() > end:
-            raise TestFailure("timed out after %.0f s waiting for %s" % (timeout, what))
+            raise TestFailure("timed out after %.0f s waiting for %s" % (timeout, what() if callable(what) else what))
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
 
@@ -348,10 +348,17 @@ class T:
         return "; its result file says: %s" % r if r else ""
 
     def heartbeat(self):
-        try:
-            return int(read_text(self.path("heartbeat")).strip() or "-1")
-        except ValueError:
-            return -1
+        """The program's step counter; read until two reads agree, so a read
+        racing the program's pwrite does not count."""
+        def once():
+            try:
+                return int(read_text(self.path("heartbeat")).strip() or "-1")
+            except ValueError:
+                return -1
+        a, b = once(), once()
+        while a != b:
+            a, b = b, once()
+        return a
 
     def progress(self, n, timeout=60, fresh=False):
         """Wait until the program advanced its heartbeat n times. fresh: the
@@ -364,7 +371,7 @@ class T:
             self.expect_running("after the restart")
             v0 = self.heartbeat()
         wait_until(lambda: self.heartbeat() >= v0 + n or self.prog.poll() is not None, timeout,
-                   "%d steps of progress (heartbeat %d, now %d)" % (n, v0, self.heartbeat()))
+                   lambda: "%d steps of progress (heartbeat %d, now %d)" % (n, v0, self.heartbeat()))
         self.expect_running("while running")
 
     def checkpoint(self, expect_rc=0):
