@@ -5,7 +5,8 @@
  *     it, with "alarm" a one-shot alarm(1) re-armed after each expiry;
  *   - two POSIX timers (timer_create, SIGEV_SIGNAL): CLOCK_MONOTONIC every
  *     15 ms on SIGRTMIN and CLOCK_REALTIME every 25 ms on SIGRTMIN+1, each
- *     with its own sigev_value;
+ *     with its own sigev_value; and a SIGEV_NONE one on CLOCK_BOOTTIME
+ *     (1 s); no other POSIX timer may appear;
  *   - SIGHUP (kill) and SIGRTMIN+2 (sigqueue, with a value) sent to the
  *     process and SIGRTMIN+3 (raise) to the main thread while blocked, left
  *     pending for the whole run: once unblocked at verification, each must
@@ -29,6 +30,7 @@
  * count running time only, so the time a process spends dead between a
  * kill and its restart does not count). */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +56,28 @@ static volatile uint64_t hup_count, rt2_count, rt3_count;
 static volatile int hup_code, rt2_code, rt3_code, rt2_value;
 #define QUEUE_VALUE 0x2a2a2a
 static char bad_what[256];
+
+/* Problems that do not stop the run, reported together at verification
+ * (each distinct one once). */
+static char problems[4096];
+
+__attribute__((format(printf, 1, 2))) static void problem(const char *fmt, ...) {
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        if (strstr(problems, msg))
+                return;
+        size_t l = strlen(problems);
+        snprintf(problems + l, sizeof problems - l, "%s%s", l ? "; " : "", msg);
+}
+
+#define PROBLEM(cond, ...)                 \
+        do {                               \
+                if (!(cond))               \
+                        problem(__VA_ARGS__); \
+        } while (0)
 
 static void note_bad(const char *what) {
         if (!bad_what[0])
@@ -150,6 +174,27 @@ static void check_action(int sig, void *want, int flags, int mask_sig, const cha
         }
 }
 
+/* The kernel's list of our POSIX timers holds exactly the three we made. */
+static void check_timer_set(int a, int b, int c) {
+        FILE *f = fopen("/proc/self/timers", "re");
+        if (!f) {
+                problem("cannot read /proc/self/timers: %s", strerror(errno));
+                return;
+        }
+        char line[256];
+        int n = 0;
+        while (fgets(line, sizeof line, f)) {
+                if (strncmp(line, "ID: ", 4))
+                        continue;
+                int id = atoi(line + 4);
+                n++;
+                PROBLEM(id == a || id == b || id == c, "POSIX timer %d exists, the program made only %d, %d and %d", id,
+                        a, b, c);
+        }
+        fclose(f);
+        PROBLEM(n == 3, "%d POSIX timers exist, the program made 3", n);
+}
+
 static int64_t tv_us(struct timeval tv) {
         return (int64_t) tv.tv_sec * 1000000 + tv.tv_usec;
 }
@@ -187,7 +232,7 @@ int main(int argc, char **argv) {
         raise(SIGRTMIN + 3);            /* thread-directed */
 
         /* The timers. */
-        timer_t t1 = 0, t2 = 0;
+        timer_t t1 = 0, t2 = 0, t3 = 0;
         if (timers) {
                 struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN };
                 ev.sigev_value.sival_ptr = COOKIE1;
@@ -199,7 +244,13 @@ int main(int argc, char **argv) {
                         fail_errno("timer_create 2");
                 struct itimerspec its1 = { { 0, 15000000 }, { 0, 15000000 } },
                                   its2 = { { 0, 25000000 }, { 0, 25000000 } };
-                if (timer_settime(t1, 0, &its1, NULL) < 0 || timer_settime(t2, 0, &its2, NULL) < 0)
+                /* A third one that signals nothing, on a clock of its own. */
+                struct sigevent none = { .sigev_notify = SIGEV_NONE };
+                if (timer_create(CLOCK_BOOTTIME, &none, &t3) < 0)
+                        fail_errno("timer_create 3");
+                struct itimerspec its3 = { { 1, 0 }, { 1, 0 } };
+                if (timer_settime(t1, 0, &its1, NULL) < 0 || timer_settime(t2, 0, &its2, NULL) < 0 ||
+                    timer_settime(t3, 0, &its3, NULL) < 0)
                         fail_errno("timer_settime");
                 if (alarm_mode)
                         alarm(1);
@@ -265,6 +316,12 @@ int main(int argc, char **argv) {
                                 fail_errno("timer_gettime(CLOCK_REALTIME timer)");
                         check(ts_ns(ts.it_interval) == 25000000, "POSIX timer 2 interval is %lld ns, set 25 ms",
                               (long long) ts_ns(ts.it_interval));
+                        if (timer_gettime(t3, &ts) < 0)
+                                fail_errno("timer_gettime(CLOCK_BOOTTIME timer)");
+                        check(ts_ns(ts.it_interval) == 1000000000, "POSIX timer 3 interval is %lld ns, set 1 s",
+                              (long long) ts_ns(ts.it_interval));
+                        if (step % 16 == 0)
+                                check_timer_set((int) (intptr_t) t1, (int) (intptr_t) t2, (int) (intptr_t) t3);
                         uint64_t s = step;
                         check(s - alrm_last < (alarm_mode ? 2 * STALL : STALL), "no SIGALRM for %llu steps (%s)",
                               (unsigned long long) (s - alrm_last), alarm_mode ? "alarm" : "ITIMER_REAL");
@@ -298,16 +355,6 @@ int main(int argc, char **argv) {
                 test_msleep(STEP_MS);
         }
         /* Report every problem, not only the first. */
-        char problems[2048] = "";
-#define PROBLEM(cond, ...)                                                                   \
-        do {                                                                                 \
-                if (!(cond)) {                                                               \
-                        size_t l_ = strlen(problems);                                        \
-                        snprintf(problems + l_, sizeof problems - l_, "%s", l_ ? "; " : ""); \
-                        l_ = strlen(problems);                                               \
-                        snprintf(problems + l_, sizeof problems - l_, __VA_ARGS__);          \
-                }                                                                            \
-        } while (0)
         PROBLEM(ready, "verification before the program was ready");
         PROBLEM(!bad_what[0], "during the run: %s (SIGALRM %llu, timers %llu, SIGUSR2 %llu bad deliveries)", bad_what,
                 (unsigned long long) alrm_bad, (unsigned long long) timer_bad, (unsigned long long) usr2_bad);
@@ -322,6 +369,7 @@ int main(int argc, char **argv) {
         if (timers) {
                 timer_delete(t1);
                 timer_delete(t2);
+                timer_delete(t3);
         }
         sigprocmask(SIG_UNBLOCK, &pend, NULL);
         PROBLEM(hup_count == 1, "SIGHUP delivered %llu times after unblocking, expected once",
