@@ -575,6 +575,8 @@ SPECS = {
     "signals": lambda t: Spec(program(t, "signals", "itimer"), first_progress=20, progress=250),
     "signals_alarm": lambda t: Spec(program(t, "signals", "alarm"), first_progress=20, progress=450),
     "signals_pending": lambda t: Spec(program(t, "signals", "pending"), progress=20),
+    "signals_itimer_blocked": lambda t: Spec(program(t, "signals", "itimer-blocked"), first_progress=20,
+                                             progress=250),
     # 128 steps of 8 MiB per sweep: the first checkpoint catches the first
     # fill half done; after each restart a full sweep checks every page.
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,

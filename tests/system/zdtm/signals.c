@@ -17,6 +17,10 @@
  *     program blocks SIGUSR2, delivered when it unblocks;
  *   - SIGPIPE ignored, SIGTERM default.
  *
+ * With "itimer-blocked", SIGALRM is blocked but for a moment every 40
+ * steps, so a checkpoint almost always finds it pending (the kernel then
+ * reports the interval timer's value as 0 until the signal is taken).
+ *
  * With "pending", no timer at all: only the pending signals and SIGUSR2
  * (a process without POSIX timers goes through other code at restore).
  *
@@ -45,7 +49,7 @@
 #define COOKIE1 ((void *) 0x5eed0001)
 #define COOKIE2 ((void *) 0x5eed0002)
 
-static bool alarm_mode, timers = true;
+static bool alarm_mode, timers = true, alrm_blocked;
 static volatile uint64_t step;
 
 static volatile uint64_t alrm_ticks, alrm_last, alrm_bad;
@@ -207,6 +211,7 @@ int main(int argc, char **argv) {
         test_init(argc, argv);
         alarm_mode = argc > 1 && !strcmp(argv[1], "alarm");
         timers = !(argc > 1 && !strcmp(argv[1], "pending"));
+        alrm_blocked = argc > 1 && !strcmp(argv[1], "itimer-blocked");
 
         install(SIGALRM, on_alrm, NULL, SA_SIGINFO | SA_RESTART, SIGRTMIN);
         install(SIGRTMIN, on_timer, NULL, SA_SIGINFO, 0);
@@ -261,6 +266,11 @@ int main(int argc, char **argv) {
                 }
         }
 
+        sigset_t alrm;
+        sigemptyset(&alrm);
+        sigaddset(&alrm, SIGALRM);
+        if (alrm_blocked)
+                sigprocmask(SIG_BLOCK, &alrm, NULL);
         uint64_t alrm0 = 0, t10 = 0, t20 = 0, usr20 = 0;
         bool ready = false;
         sigset_t usr2;
@@ -329,6 +339,11 @@ int main(int argc, char **argv) {
                               (unsigned long long) (s - t1_last));
                         check(s - t2_last < STALL, "no signal of POSIX timer 2 for %llu steps",
                               (unsigned long long) (s - t2_last));
+                }
+
+                if (alrm_blocked && step % 40 == 0) {
+                        sigprocmask(SIG_UNBLOCK, &alrm, NULL);
+                        sigprocmask(SIG_BLOCK, &alrm, NULL);
                 }
 
                 /* SIGUSR2, the program's own. */
