@@ -35,6 +35,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 
@@ -44,6 +45,7 @@ ZDTM_SRC = os.path.join(HERE, "zdtm")
 FAIL_RC = 99                     # DMTCP_FAIL_RC
 IMAGE_RC = FAIL_RC + 1           # an image that cannot be used
 PERM_RC = FAIL_RC + 2            # a refused permission
+INHERITED_FD = 20                # inherited: a pipe the driver gives the program
 
 T0 = time.monotonic()
 
@@ -214,17 +216,49 @@ class Env:
 class Proc:
     """A process we started, with its output in files of the test."""
 
-    def __init__(self, t, name, cmd, cwd=None):
+    def __init__(self, t, name, cmd, cwd=None, inherit_pipe=False):
         self.t = t
         self.name = name
         self.out_path = os.path.join(t.logs, name + ".out")
         self.err_path = os.path.join(t.logs, name + ".err")
         self.cmd = cmd
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.p = subprocess.Popen(t.env.wrap(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                      cwd=cwd or t.work, env=t.proc_env, start_new_session=True)
+        self.pipe_data = None
+        pass_fds = ()
+        if inherit_pipe:
+            # The write end of a pipe at fd INHERITED_FD of the child; a
+            # thread collects what comes out of it.
+            r, w = os.pipe()
+            try:
+                os.fstat(INHERITED_FD)
+                raise TestFailure("harness: fd %d of the driver is in use" % INHERITED_FD)
+            except OSError:
+                pass
+            os.dup2(w, INHERITED_FD)
+            os.close(w)
+            pass_fds = (INHERITED_FD,)
+            self.pipe_data = bytearray()
+            threading.Thread(target=self._drain, args=(r,), daemon=True).start()
+        try:
+            with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+                self.p = subprocess.Popen(t.env.wrap(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                          cwd=cwd or t.work, env=t.proc_env, start_new_session=True,
+                                          pass_fds=pass_fds)
+        finally:
+            if inherit_pipe:
+                os.close(INHERITED_FD)
         t.procs.append(self)
         self.pid = self.p.pid
+
+    def _drain(self, fd):
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                break
+            self.pipe_data += b
+        os.close(fd)
+
+    def pipe_text(self):
+        return bytes(self.pipe_data or b"").decode(errors="replace")
 
     def poll(self):
         return self.p.poll()
@@ -305,6 +339,7 @@ class T:
             "TMPDIR": self.root,
         }
         self.procs = []
+        self.inherit_pipe = False
         self.coord = None
         self.n_coord = 0
         self.n_restart = 0
@@ -326,7 +361,7 @@ class T:
 
     def launch(self, cmd, ready_timeout=30):
         self.prog = Proc(self, "launch", [self.env.launch, "-j", "-h", "127.0.0.1", "-p", str(self.coord.port),
-                                          "--ckptdir", self.ckpt] + cmd)
+                                          "--ckptdir", self.ckpt] + cmd, inherit_pipe=self.inherit_pipe)
         wait_until(lambda: os.path.exists(self.path("ready")) or self.prog.poll() is not None, ready_timeout,
                    "the program to be ready")
         self.expect_running("after launch")
@@ -401,7 +436,7 @@ class T:
         self.n_restart += 1
         self.prog = Proc(self, "restart%d" % self.n_restart,
                          [self.env.restart, "-j", "-h", "127.0.0.1", "-p", str(self.coord.port)] + list(args) +
-                         [target or self.ckpt])
+                         [target or self.ckpt], inherit_pipe=self.inherit_pipe)
         self.host_pid = wait_until(self.find_restored, 60, "the restored process %d to appear" % self.pid)
         if self.host_pid < 0:
             raise TestFailure("dmtcp_restart ended (%s): %s%s" % (self.prog.describe_exit(),
@@ -523,7 +558,8 @@ class Spec:
     next step: enough for one full round of its own checks."""
 
     def __init__(self, cmd, progress=20, first_progress=None, ready_timeout=30, verify_timeout=120,
-                 launch_args=(), before_checkpoint=None, after_restart=None):
+                 launch_args=(), before_checkpoint=None, after_restart=None, after_verify=None,
+                 inherit_pipe=False):
         self.cmd = cmd
         self.progress = progress
         self.first_progress = progress if first_progress is None else first_progress
@@ -532,6 +568,8 @@ class Spec:
         self.launch_args = launch_args
         self.before_checkpoint = before_checkpoint or (lambda t: None)
         self.after_restart = after_restart or (lambda t: None)
+        self.after_verify = after_verify or (lambda t: None)
+        self.inherit_pipe = inherit_pipe
 
 
 def set_frozen(t, on):
@@ -553,6 +591,24 @@ def thaw_and_run(t):
     t.progress(100)
 
 
+def check_inherited(t):
+    """Each stage's pipe (fd 20) and stdout got what the program wrote while
+    it was that stage's: the launch's before the first kill, each restart's
+    after it, the last one the final line."""
+    stages = [p for p in t.procs if p.name == "launch" or p.name.startswith("restart")]
+    for p in stages:
+        text = p.pipe_text()
+        out = read_text(p.out_path)
+        check("step " in text, "%s's pipe (fd %d) got no line from the program: %r" % (p.name, INHERITED_FD, text[-200:]))
+        check("step " in out, "%s's stdout got no line from the program: %r" % (p.name, out[-200:]))
+    last = stages[-1]
+    check("verified" in last.pipe_text() and "verified" in read_text(last.out_path),
+          "the last restart's pipe and stdout did not get the final line")
+    for p in stages[:-1]:
+        check("verified" not in p.pipe_text(), "%s's pipe got the final line" % p.name)
+    log("%s: each stage's fd %d and stdout got the program's lines" % (t.name, INHERITED_FD))
+
+
 SPECS = {
     "counter": lambda t: Spec(program(t, "counter"), progress=50),
     # The same with uncompressed images, and with the program kept stopped
@@ -561,6 +617,8 @@ SPECS = {
     "counter_nocow": lambda t: Spec(program(t, "counter"), progress=50, launch_args=["--no-cow-checkpoint"]),
     "threads": lambda t: Spec(program(t, "threads"), progress=50),
     "files": lambda t: Spec(program(t, "files"), progress=50),
+    "inherited": lambda t: Spec(program(t, "inherited"), progress=30, inherit_pipe=True,
+                                after_verify=check_inherited),
     "files_nodeleted": lambda t: Spec(program(t, "files", "--no-deleted"), progress=50),
     "mmap_shared_file": lambda t: Spec(program(t, "mmap_shared_file"), progress=100),
     # The same, with the file left unchanged between each checkpoint and
@@ -586,6 +644,7 @@ SPECS = {
 
 def cycle(t, spec):
     """launch, ckpt, kill, restart, ckpt, kill, restart, verify."""
+    t.inherit_pipe = spec.inherit_pipe
     t.new_coordinator()
     t.launch(list(spec.launch_args) + spec.cmd, spec.ready_timeout)
     t.progress(spec.first_progress)
@@ -598,6 +657,7 @@ def cycle(t, spec):
         t.progress(spec.progress, fresh=True)
         spec.after_restart(t)
     t.verify(spec.verify_timeout)
+    spec.after_verify(t)
 
 
 def run_test(env, name):
