@@ -28,9 +28,11 @@ import argparse
 import ctypes
 import os
 import pwd
+import re
 import resource
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -842,7 +844,6 @@ def copy_generation(t, case):
 
 
 def free_port():
-    import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -851,7 +852,6 @@ def free_port():
 
 
 def port_listening(port):
-    import socket
     s = socket.socket()
     try:
         s.settimeout(1)
@@ -863,7 +863,6 @@ def port_listening(port):
 def expect_refusal(t, name, target, rc_want, pattern, names, extra=()):
     """dmtcp_restart on a bad target: exit rc_want, one stderr line that
     names one of names and matches pattern, nothing left running."""
-    import re
     port = free_port()
     p = Proc(t, "restart-" + name, [t.env.restart, "-h", "127.0.0.1", "-p", str(port)] + list(extra) + [target])
     rc = p.wait(60)
