@@ -912,7 +912,15 @@ def flow_bad_images(t):
         orig = f.read()
     check(header_crc(orig) == struct.unpack_from("<I", orig, HDR_CRC)[0],
           "harness: the header crc computed here does not match the image's (layout changed?)")
-    failures = []
+    failures, cases = [], 0
+
+    def refusal(*a, **k):
+        nonlocal cases
+        cases += 1
+        r = expect_refusal(*a, **k)
+        if r:
+            failures.append(r)
+
     for name, mut_img, mut_man, use_dir, pattern in BAD_CASES:
         top, dst, image = copy_generation(t, name)
         manifest = os.path.join(dst, "MANIFEST")
@@ -937,36 +945,27 @@ def flow_bad_images(t):
         elif mut_man == "missing":
             os.unlink(image)
         names = [image] + ([manifest] if mut_man in ("crc", "syntax") else [])
-        r = expect_refusal(t, name, top if use_dir else image, IMAGE_RC, pattern, names)
-        if r:
-            failures.append(r)
+        refusal(t, name, top if use_dir else image, IMAGE_RC, pattern, names)
 
     # Another user's image.
     top, dst, image = copy_generation(t, "foreign")
     nobody = pwd.getpwnam("nobody")
     os.chown(image, nobody.pw_uid, nobody.pw_gid)
-    r = expect_refusal(t, "foreign_uid", top, PERM_RC, r"uid|user|belongs", [image])
-    if r:
-        failures.append(r)
+    refusal(t, "foreign_uid", top, PERM_RC, r"uid|user|belongs", [image])
     if t.env.user is None:
         # Root may override; the program runs on and verifies itself.
         t.restart(args=["--no-strict-uid-checking"], target=top)
         t.progress(20, fresh=True)
         t.verify()
     else:
-        r = expect_refusal(t, "foreign_uid_no_strict", top, PERM_RC, r"not allowed|uid|belongs", [image],
-                           extra=["--no-strict-uid-checking"])
-        if r:
-            failures.append(r)
+        refusal(t, "foreign_uid_no_strict", top, PERM_RC, r"not allowed|uid|belongs", [image],
+                extra=["--no-strict-uid-checking"])
         # An image the caller cannot read at all.
         top, dst, image = copy_generation(t, "unreadable")
         os.chmod(image, 0)
         os.chown(image, 0, 0)
-        r = expect_refusal(t, "unreadable", top, PERM_RC, r"permission denied", [image])
-        if r:
-            failures.append(r)
-    check(not failures, "%d of %d bad-image cases wrong:\n  %s" %
-          (len(failures), len(BAD_CASES) + 2, "\n  ".join(failures)))
+        refusal(t, "unreadable", top, PERM_RC, r"permission denied", [image])
+    check(not failures, "%d of %d bad-image cases wrong:\n  %s" % (len(failures), cases, "\n  ".join(failures)))
 
 
 def main():
