@@ -1,0 +1,1009 @@
+#!/usr/bin/env python3
+"""zdtm driver: single-process checkpoint/restart of the real runtime.
+
+Each test program in tests/system/zdtm/ checks its own state (zdtmtst.h);
+this driver puts it through
+
+    launch -> checkpoint -> kill -9 -> restart (new coordinator)
+           -> checkpoint -> kill -9 -> restart (new coordinator) -> verify
+
+and a few special flows (bad images, an fd that cannot be checkpointed).
+
+    zdtm.py [--build DIR] [--user NAME] [--keep] TEST...
+    zdtm.py --list
+
+Binaries come from the environment (COORDINATOR, DMTCP_LAUNCH,
+DMTCP_RESTART, DMTCP_COMMAND, ZDTM_BIN = the directory of the built test
+programs) or from --build (a meson build directory). --user runs every
+step of the test as that user (created with useradd if missing; needs
+root), so the unprivileged restore path (a fresh user+pid namespace) is
+covered. Every test gets its own temporary directory, coordinator port and
+XDG_RUNTIME_DIR, and kills only the processes it started, by PID. The
+driver is a child subreaper: a process that outlives its test (a stray
+coordinator, a half-restored process) is caught and reported.
+
+Exit status: 0 pass, 1 fail, 77 skipped."""
+
+import argparse
+import ctypes
+import os
+import pwd
+import re
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+
+SKIP = 77
+HERE = os.path.dirname(os.path.abspath(__file__))
+ZDTM_SRC = os.path.join(HERE, "zdtm")
+FAIL_RC = 99                     # DMTCP_FAIL_RC
+IMAGE_RC = FAIL_RC + 1           # an image that cannot be used
+PERM_RC = FAIL_RC + 2            # a refused permission
+INHERITED_FD = 20                # inherited: a pipe the driver gives the program
+
+T0 = time.monotonic()
+
+
+class TestFailure(Exception):
+    pass
+
+
+class Skip(Exception):
+    pass
+
+
+def log(msg):
+    print("[%6.2fs] %s" % (time.monotonic() - T0, msg), flush=True)
+
+
+def check(cond, what):
+    if not cond:
+        raise TestFailure(what)
+
+
+def wait_until(pred, timeout, what):
+    end = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise TestFailure("timed out after %.0f s waiting for %s" % (timeout, what() if callable(what) else what))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def read_text(path, limit=None):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode(errors="replace")
+    if limit and len(text) > limit:
+        text = "...\n" + text[-limit:]
+    return text
+
+
+# ---- processes --------------------------------------------------------------
+
+def set_subreaper():
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_CHILD_SUBREAPER = 36
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def children_of(pid):
+    kids = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                kids += [int(x) for x in read_text("/proc/%d/task/%s/children" % (pid, tid)).split()]
+            except ValueError:
+                pass
+    except OSError:
+        pass
+    return kids
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        for k in children_of(todo.pop()):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def proc_status(pid):
+    st = {}
+    for line in read_text("/proc/%d/status" % pid).splitlines():
+        k, _, v = line.partition(":")
+        st[k] = v.strip()
+    return st
+
+
+def alive(pid):
+    """True if pid exists and is not a zombie."""
+    st = proc_status(pid)
+    return bool(st) and not st.get("State", "").startswith(("Z", "X"))
+
+
+def cmdline(pid):
+    return read_text("/proc/%d/cmdline" % pid).replace("\0", " ").strip()
+
+
+class Env:
+    """Paths of the binaries, and how to run a command as the test user."""
+
+    def __init__(self, args):
+        b = args.build
+        def pick(var, rel):
+            v = os.environ.get(var)
+            if v:
+                return os.path.abspath(v)
+            if b:
+                return os.path.join(os.path.abspath(b), rel)
+            raise SystemExit("zdtm.py: set %s or pass --build" % var)
+        self.coord = pick("COORDINATOR", "daemon/dmtcp_coordinator")
+        self.launch = pick("DMTCP_LAUNCH", "cli/dmtcp_launch")
+        self.restart = pick("DMTCP_RESTART", "restart/dmtcp_restart")
+        self.command = pick("DMTCP_COMMAND", "cli/dmtcp_command")
+        self.zdtm_bin = pick("ZDTM_BIN", "tests/system/zdtm")
+        self.zdtm_src = ZDTM_SRC
+        self.user = None
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self.home = os.environ.get("HOME", "/root")
+        self.keep = args.keep
+        self.stage = None
+
+    def as_user(self, name):
+        """Run every later step as the user name; stage the binaries where it
+        can read them."""
+        if os.getuid() != 0:
+            raise Skip("--user needs root (to create the user and stage the binaries)")
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            r = subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], capture_output=True, text=True)
+            check(r.returncode == 0 or "already exists" in r.stderr, "useradd %s: %s" % (name, r.stderr))
+            pw = pwd.getpwnam(name)
+        self.user, self.uid, self.gid, self.home = name, pw.pw_uid, pw.pw_gid, pw.pw_dir
+        # Binaries in the layout of a build tree (the tools find libdmtcp.so
+        # from their own location), in a directory everyone can read.
+        self.stage = tempfile.mkdtemp(prefix="zdtm-bin-")
+        os.chmod(self.stage, 0o755)
+        def put(src, rel):
+            dst = os.path.join(self.stage, rel)
+            os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
+            shutil.copy2(src, dst)
+            os.chmod(dst, 0o755)
+            return dst
+        lib = os.path.join(os.path.dirname(os.path.dirname(self.launch)), "preload", "libdmtcp.so")
+        put(lib, "preload/libdmtcp.so")
+        self.coord = put(self.coord, "daemon/dmtcp_coordinator")
+        self.launch = put(self.launch, "cli/dmtcp_launch")
+        self.command = put(self.command, "cli/dmtcp_command")
+        self.restart = put(self.restart, "restart/dmtcp_restart")
+        for f in os.listdir(self.zdtm_bin):
+            p = os.path.join(self.zdtm_bin, f)
+            if os.path.isfile(p) and os.access(p, os.X_OK):
+                put(p, "zdtm-bin/" + f)
+        self.zdtm_bin = os.path.join(self.stage, "zdtm-bin")
+        for f in os.listdir(ZDTM_SRC):
+            if f.endswith((".py", ".pl")):
+                put(os.path.join(ZDTM_SRC, f), "zdtm-src/" + f)
+        self.zdtm_src = os.path.join(self.stage, "zdtm-src")
+
+    def wrap(self, cmd):
+        if self.user is None:
+            return cmd
+        return ["setpriv", "--reuid=%d" % self.uid, "--regid=%d" % self.gid, "--init-groups", "--"] + cmd
+
+    def cleanup(self):
+        if self.stage:
+            shutil.rmtree(self.stage, ignore_errors=True)
+
+
+class Proc:
+    """A process we started, with its output in files of the test."""
+
+    def __init__(self, t, name, cmd, cwd=None, inherit_pipe=False):
+        self.t = t
+        self.name = name
+        self.out_path = os.path.join(t.logs, name + ".out")
+        self.err_path = os.path.join(t.logs, name + ".err")
+        self.cmd = cmd
+        self.pipe_data = None
+        pass_fds = ()
+        if inherit_pipe:
+            # The write end of a pipe at fd INHERITED_FD of the child; a
+            # thread collects what comes out of it.
+            r, w = os.pipe()
+            try:
+                os.fstat(INHERITED_FD)
+                raise TestFailure("harness: fd %d of the driver is in use" % INHERITED_FD)
+            except OSError:
+                pass
+            os.dup2(w, INHERITED_FD)
+            os.close(w)
+            pass_fds = (INHERITED_FD,)
+            self.pipe_data = bytearray()
+            threading.Thread(target=self._drain, args=(r,), daemon=True).start()
+        try:
+            with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+                self.p = subprocess.Popen(t.env.wrap(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                          cwd=cwd or t.work, env=t.proc_env, start_new_session=True,
+                                          pass_fds=pass_fds)
+        finally:
+            if inherit_pipe:
+                os.close(INHERITED_FD)
+        t.procs.append(self)
+        self.pid = self.p.pid
+
+    def _drain(self, fd):
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                break
+            self.pipe_data += b
+        os.close(fd)
+
+    def pipe_text(self):
+        return bytes(self.pipe_data or b"").decode(errors="replace")
+
+    def poll(self):
+        return self.p.poll()
+
+    def wait(self, timeout):
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TestFailure("%s (pid %d) did not exit within %.0f s" % (self.name, self.pid, timeout))
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.p.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stderr(self, limit=3000):
+        return read_text(self.err_path, limit)
+
+    def describe_exit(self):
+        rc = self.p.returncode
+        if rc is None:
+            return "running"
+        if rc < 0:
+            return "killed by %s" % signal.Signals(-rc).name
+        return "exit status %d" % rc
+
+
+class Coordinator:
+    def __init__(self, t, n):
+        self.port_file = os.path.join(t.run, "port%d" % n)
+        self.proc = Proc(t, "coordinator%d" % n,
+                         [t.env.coord, "--port", "0", "--port-file", self.port_file, "--ckptdir", t.ckpt])
+        wait_until(lambda: os.path.exists(self.port_file) or self.proc.poll() is not None, 10,
+                   "coordinator %d's port file" % n)
+        check(self.proc.poll() is None, "coordinator %d exited at start (%s): %s" %
+              (n, self.proc.describe_exit(), self.proc.stderr()))
+        self.port = int(read_text(self.port_file))
+        self.t = t
+
+    def command(self, *args, timeout=120):
+        cmd = self.t.env.wrap([self.t.env.command, "-h", "127.0.0.1", "-p", str(self.port)] + list(args))
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.t.proc_env)
+        return r.returncode, r.stdout + r.stderr
+
+    def stop(self):
+        """Kill it by its pid (it is ours), as a crashed host would."""
+        self.proc.kill(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+# ---- one test's world ---------------------------------------------------------
+
+class T:
+    """A test's directories, its processes and its program."""
+
+    def __init__(self, env, name):
+        self.env = env
+        self.name = name
+        self.root = tempfile.mkdtemp(prefix="zdtm-%s-" % name)
+        self.work = os.path.join(self.root, "work")      # the program's cwd
+        self.ckpt = os.path.join(self.root, "ckpt")      # checkpoint directory
+        self.run = os.path.join(self.root, "run")        # XDG_RUNTIME_DIR
+        self.logs = os.path.join(self.root, "logs")
+        for d in (self.work, self.ckpt, self.logs):
+            os.makedirs(d)
+        os.makedirs(self.run, mode=0o700)
+        if env.user:
+            os.chmod(self.root, 0o755)
+            for d in (self.root, self.work, self.ckpt, self.run, self.logs):
+                os.chown(d, env.uid, env.gid)
+        self.proc_env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": env.home,
+            "LANG": "C.UTF-8",
+            "XDG_RUNTIME_DIR": self.run,
+            "TMPDIR": self.root,
+        }
+        self.procs = []
+        self.inherit_pipe = False
+        self.coord = None
+        self.n_coord = 0
+        self.n_restart = 0
+        self.prog = None                 # launch or restart Proc holding the program
+        self.pid = None                  # the program's pid as the program sees it
+        self.host_pid = None             # ... and in our pid namespace
+
+    def path(self, *p):
+        return os.path.join(self.work, *p)
+
+    # -- coordinator and program --
+
+    def new_coordinator(self):
+        if self.coord:
+            self.coord.stop()
+        self.n_coord += 1
+        self.coord = Coordinator(self, self.n_coord)
+        return self.coord
+
+    def launch(self, cmd, ready_timeout=30):
+        self.prog = Proc(self, "launch", [self.env.launch, "-j", "-h", "127.0.0.1", "-p", str(self.coord.port),
+                                          "--ckptdir", self.ckpt] + cmd, inherit_pipe=self.inherit_pipe)
+        wait_until(lambda: os.path.exists(self.path("ready")) or self.prog.poll() is not None, ready_timeout,
+                   "the program to be ready")
+        self.expect_running("after launch")
+        self.pid = int(read_text(self.path("ready")))
+        check(self.pid == self.prog.pid, "the launched program has pid %d, dmtcp_launch had %d" %
+              (self.pid, self.prog.pid))
+        self.host_pid = self.pid
+        log("%s: launched, pid %d" % (self.name, self.pid))
+
+    def expect_running(self, when):
+        if self.prog.poll() is not None:
+            last = self.prog.stderr(2000).strip().splitlines()
+            raise TestFailure("the program is not running %s: %s%s%s" % (
+                when, self.prog.describe_exit(), self.result_note(),
+                "; %s said: %s" % (self.prog.name, last[-1]) if last else ""))
+
+    def result_note(self):
+        r = read_text(self.path("result")).strip()
+        return "; its result file says: %s" % r if r else ""
+
+    def heartbeat(self):
+        """The program's step counter; read until two reads agree, so a read
+        racing the program's pwrite does not count."""
+        def once():
+            try:
+                return int(read_text(self.path("heartbeat")).strip() or "-1")
+            except ValueError:
+                return -1
+        a, b = once(), once()
+        while a != b:
+            a, b = b, once()
+        return a
+
+    def progress(self, n, timeout=60, fresh=False):
+        """Wait until the program advanced its heartbeat n times. fresh: the
+        file may still hold what the killed process wrote after the
+        checkpoint, so first wait for the restored process to write."""
+        v0 = self.heartbeat()
+        if fresh:
+            wait_until(lambda: self.heartbeat() != v0 or self.prog.poll() is not None, timeout,
+                       "the restored program to run (heartbeat stuck at %d)" % v0)
+            self.expect_running("after the restart")
+            v0 = self.heartbeat()
+        wait_until(lambda: self.heartbeat() >= v0 + n or self.prog.poll() is not None, timeout,
+                   lambda: "%d steps of progress (heartbeat %d, now %d)" % (n, v0, self.heartbeat()))
+        self.expect_running("while running")
+
+    def checkpoint(self, expect_rc=0):
+        t0 = time.monotonic()
+        rc, out = self.coord.command("-bc")
+        if rc != expect_rc:
+            raise TestFailure("dmtcp_command -bc exited %d, expected %d: %s" % (rc, expect_rc, out.strip()))
+        if expect_rc == 0:
+            check(os.path.islink(os.path.join(self.ckpt, "latest")), "no %s/latest after a checkpoint" % self.ckpt)
+            log("%s: checkpoint ok in %.2f s: %s" % (self.name, time.monotonic() - t0, out.strip()))
+        return out
+
+    def kill_program(self):
+        """kill -9 the program (its pid in our namespace), wait for its parent."""
+        os.kill(self.host_pid, signal.SIGKILL)
+        self.prog.wait(30)
+        check(self.prog.p.returncode == -signal.SIGKILL,
+              "%s ended with %s after kill -9 of the program, expected SIGKILL" %
+              (self.prog.name, self.prog.describe_exit()))
+        wait_until(lambda: not alive(self.host_pid), 10, "the killed program to go away")
+        log("%s: killed pid %d" % (self.name, self.host_pid))
+
+    def restart(self, args=(), target=None):
+        """dmtcp_restart on a new coordinator; returns once the restored
+        program runs."""
+        self.new_coordinator()
+        self.n_restart += 1
+        self.prog = Proc(self, "restart%d" % self.n_restart,
+                         [self.env.restart, "-j", "-h", "127.0.0.1", "-p", str(self.coord.port)] + list(args) +
+                         [target or self.ckpt], inherit_pipe=self.inherit_pipe)
+        self.host_pid = wait_until(self.find_restored, 60, "the restored process %d to appear" % self.pid)
+        if self.host_pid < 0:
+            raise TestFailure("dmtcp_restart ended (%s): %s%s" % (self.prog.describe_exit(),
+                                                                 self.prog.stderr().strip(), self.result_note()))
+        log("%s: restarted pid %d%s" % (self.name, self.pid,
+                                        "" if self.host_pid == self.pid else " (pid %d here)" % self.host_pid))
+
+    def find_restored(self):
+        """The restored program among dmtcp_restart's descendants: its own
+        idea of its pid (last NSpid field) is the original one. -1 when
+        dmtcp_restart is gone."""
+        if self.prog.poll() is not None:
+            return -1
+        for d in descendants(self.prog.pid):
+            st = proc_status(d)
+            ns = st.get("NSpid", "").split()
+            if ns and int(ns[-1]) == self.pid and (len(ns) > 1 or d == self.pid):
+                return d
+        return None
+
+    def verify(self, timeout=120):
+        """Ask the program to check itself (SIGUSR1) and expect PASS."""
+        os.kill(self.host_pid, signal.SIGUSR1)
+        self.prog.wait(timeout)
+        res = read_text(self.path("result")).strip()
+        rc = self.prog.p.returncode
+        if rc != 0 or res != "PASS":
+            raise TestFailure("verification failed: %s, result file: %s" %
+                              (self.prog.describe_exit(), res or "(none)"))
+        log("%s: verified: PASS" % self.name)
+
+    # -- the end --
+
+    def stop_all(self):
+        for p in self.procs:
+            p.kill(signal.SIGKILL)
+        for p in self.procs:
+            try:
+                p.p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.host_pid and alive(self.host_pid):
+            try:
+                os.kill(self.host_pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def report(self):
+        out = ["--- logs of %s (%s) ---" % (self.name, self.root)]
+        for p in self.procs:
+            err = p.stderr(4000).strip()
+            outp = read_text(p.out_path, 1000).strip()
+            out.append("%s [%s] %s" % (p.name, p.describe_exit(), " ".join(p.cmd)))
+            if outp:
+                out.append("  stdout: " + outp.replace("\n", "\n          "))
+            if err:
+                out.append("  stderr: " + err.replace("\n", "\n          "))
+        res = read_text(self.path("result")).strip()
+        if res:
+            out.append("result file: " + res)
+        out += core_backtraces(self)
+        return "\n".join(out)
+
+    def cleanup(self, ok):
+        if ok and not self.env.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def core_backtraces(t):
+    """Backtraces of core files the programs left in the work directory."""
+    out = []
+    for f in sorted(os.listdir(t.work)):
+        if not f.startswith("core"):
+            continue
+        core = os.path.join(t.work, f)
+        r = subprocess.run(["file", core], capture_output=True, text=True)
+        exe = None
+        if "execfn: '" in r.stdout:
+            exe = r.stdout.split("execfn: '")[1].split("'")[0]
+        cmd = ["gdb", "-batch", "-nx", "-ex", "thread apply all bt"] + ([exe] if exe else []) + [core]
+        try:
+            g = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            out.append("core %s (%s):\n%s" % (core, exe, g.stdout[-6000:]))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out.append("core %s: no backtrace (%s)" % (core, e))
+    return out
+
+
+def leftovers(known):
+    """Our children (we are a subreaper: orphans of the test land here)
+    that are not processes we started and already reaped."""
+    left = []
+    for pid in children_of(os.getpid()):
+        if pid in known:
+            continue
+        st = proc_status(pid)
+        if st.get("State", "").startswith("Z"):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            continue
+        left.append(pid)
+    return left
+
+
+# ---- the tests ------------------------------------------------------------------
+
+def program(t, name, *args):
+    return [os.path.join(t.env.zdtm_bin, name)] + list(args)
+
+
+def script(t, interp, name, *args):
+    return [interp, os.path.join(t.env.zdtm_src, name)] + list(args)
+
+
+class Spec:
+    """A program and how much it must run after each restart before the
+    next step: enough for one full round of its own checks."""
+
+    def __init__(self, cmd, progress=20, first_progress=None, ready_timeout=30, verify_timeout=120,
+                 launch_args=(), before_checkpoint=None, after_restart=None, after_verify=None,
+                 inherit_pipe=False):
+        self.cmd = cmd
+        self.progress = progress
+        self.first_progress = progress if first_progress is None else first_progress
+        self.ready_timeout = ready_timeout
+        self.verify_timeout = verify_timeout
+        self.launch_args = launch_args
+        self.before_checkpoint = before_checkpoint or (lambda t: None)
+        self.after_restart = after_restart or (lambda t: None)
+        self.after_verify = after_verify or (lambda t: None)
+        self.inherit_pipe = inherit_pipe
+
+
+def set_frozen(t, on):
+    """mmap_shared_file --freeze: stop or resume its writes, and wait for
+    the acknowledgement."""
+    if on:
+        with open(t.path("freeze"), "w"):
+            pass
+    else:
+        os.unlink(t.path("freeze"))
+    want = "1" if on else "0"
+    wait_until(lambda: read_text(t.path("frozen")).strip() == want or t.prog.poll() is not None, 30,
+               "the program to %s" % ("freeze" if on else "write again"))
+    t.expect_running("after %s" % ("freezing" if on else "thawing"))
+
+
+def thaw_and_run(t):
+    set_frozen(t, False)
+    t.progress(100)
+
+
+def check_inherited(t):
+    """Each stage's pipe (fd 20) and stdout got what the program wrote while
+    it was that stage's: the launch's before the first kill, each restart's
+    after it, the last one the final line."""
+    stages = [p for p in t.procs if p.name == "launch" or p.name.startswith("restart")]
+    for p in stages:
+        text = p.pipe_text()
+        out = read_text(p.out_path)
+        check("step " in text, "%s's pipe (fd %d) got no line from the program: %r" % (p.name, INHERITED_FD, text[-200:]))
+        check("step " in out, "%s's stdout got no line from the program: %r" % (p.name, out[-200:]))
+    last = stages[-1]
+    check("verified" in last.pipe_text() and "verified" in read_text(last.out_path),
+          "the last restart's pipe and stdout did not get the final line")
+    for p in stages[:-1]:
+        check("verified" not in p.pipe_text(), "%s's pipe got the final line" % p.name)
+    log("%s: each stage's fd %d and stdout got the program's lines" % (t.name, INHERITED_FD))
+
+
+SPECS = {
+    "counter": lambda t: Spec(program(t, "counter"), progress=50),
+    # The same with uncompressed images, and with the program kept stopped
+    # while its image is written (no copy-on-write snapshot).
+    "counter_nogzip": lambda t: Spec(program(t, "counter"), progress=50, launch_args=["--no-gzip"]),
+    "counter_nocow": lambda t: Spec(program(t, "counter"), progress=50, launch_args=["--no-cow-checkpoint"]),
+    "threads": lambda t: Spec(program(t, "threads"), progress=50),
+    "files": lambda t: Spec(program(t, "files"), progress=50),
+    "inherited": lambda t: Spec(program(t, "inherited"), progress=30, inherit_pipe=True,
+                                after_verify=check_inherited),
+    "files_nodeleted": lambda t: Spec(program(t, "files", "--no-deleted"), progress=50),
+    "mmap_shared_file": lambda t: Spec(program(t, "mmap_shared_file"), progress=100),
+    # The same, with the file left unchanged between each checkpoint and
+    # the restart (the program writes only after it is restored).
+    "mmap_shared_file_frozen": lambda t: Spec(program(t, "mmap_shared_file", "--freeze"), progress=100,
+                                              before_checkpoint=lambda t: set_frozen(t, True),
+                                              after_restart=thaw_and_run),
+    "python": lambda t: Spec(script(t, "/usr/bin/python3", "hashchain.py"), progress=100),
+    "perl": lambda t: Spec(script(t, "/usr/bin/perl", "hashchain.pl"), progress=100),
+    # After each restart, run longer than the program's stall limit (200
+    # steps without a tick fails), so a timer lost by a restart is caught.
+    "signals": lambda t: Spec(program(t, "signals", "itimer"), first_progress=20, progress=250),
+    "signals_alarm": lambda t: Spec(program(t, "signals", "alarm"), first_progress=20, progress=450),
+    "signals_pending": lambda t: Spec(program(t, "signals", "pending"), progress=20),
+    "signals_itimer_blocked": lambda t: Spec(program(t, "signals", "itimer-blocked"), first_progress=20,
+                                             progress=250),
+    # 128 steps of 8 MiB per sweep: the first checkpoint catches the first
+    # fill half done; after each restart a full sweep checks every page.
+    "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
+                             progress=140),
+}
+
+
+def cycle(t, spec):
+    """launch, ckpt, kill, restart, ckpt, kill, restart, verify."""
+    t.inherit_pipe = spec.inherit_pipe
+    t.new_coordinator()
+    t.launch(list(spec.launch_args) + spec.cmd, spec.ready_timeout)
+    t.progress(spec.first_progress)
+    for round_ in (1, 2):
+        spec.before_checkpoint(t)
+        t.checkpoint()
+        t.progress(spec.progress)
+        t.kill_program()
+        t.restart()
+        t.progress(spec.progress, fresh=True)
+        spec.after_restart(t)
+    t.verify(spec.verify_timeout)
+    spec.after_verify(t)
+
+
+def run_test(env, name):
+    if name not in SPECS and name not in SPECIAL:
+        raise SystemExit("zdtm.py: unknown test %s (try --list)" % name)
+    t = T(env, name)
+    ok = False
+    try:
+        if name in SPECIAL:
+            SPECIAL[name](t)
+        else:
+            cycle(t, SPECS[name](t))
+        ok = True
+    except TestFailure as e:
+        print("FAIL %s: %s" % (name, e), flush=True)
+        t.stop_all()
+        print(t.report(), flush=True)
+    except Skip as e:
+        t.stop_all()
+        t.cleanup(True)
+        print("SKIP %s: %s" % (name, e), flush=True)
+        return SKIP
+    finally:
+        if t.coord:
+            t.coord.proc.kill()
+        t.stop_all()
+    known = {p.pid for p in t.procs}
+    left = leftovers(known)
+    if left:
+        ok = False
+        print("FAIL %s: processes left behind: %s" % (name, "; ".join("%d %s" % (p, cmdline(p)) for p in left)),
+              flush=True)
+        for p in left:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+    if ok:
+        print("PASS %s" % name, flush=True)
+    t.cleanup(ok)
+    return 0 if ok else 1
+
+# ---- special flows ----------------------------------------------------------
+
+SPECIAL = {}
+
+
+def special(fn):
+    SPECIAL[fn.__name__[len("flow_"):]] = fn
+    return fn
+
+
+@special
+def flow_pipe_fd(t):
+    """A descriptor kind the runtime cannot save: -bc fails (exit 1) naming
+    it, nothing is committed, the program goes on; after it closes the pipe
+    checkpoints work, and the usual kill/restart/verify follows."""
+    t.new_coordinator()
+    t.launch(program(t, "pipe_fd"))
+    t.progress(20)
+    out = t.checkpoint(expect_rc=1)
+    check("fd 40" in out and "pipe" in out,
+          "the failed checkpoint's message does not name fd 40 as a pipe: %s" % out.strip())
+    log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
+    t.progress(20)
+    gens = [d for d in os.listdir(t.ckpt) if d.startswith("gen-")]
+    check(not gens and not os.path.lexists(os.path.join(t.ckpt, "latest")),
+          "a refused checkpoint left a generation behind: %s" % os.listdir(t.ckpt))
+    with open(t.path("close-pipe"), "w"):
+        pass
+    wait_until(lambda: os.path.exists(t.path("pipe-closed")) or t.prog.poll() is not None, 30,
+               "the program to close its pipe")
+    t.expect_running("after closing the pipe")
+    t.checkpoint()
+    t.progress(20)
+    t.kill_program()
+    t.restart()
+    t.progress(20, fresh=True)
+    t.verify()
+
+
+# Image header layout (common/img.h), for the corruption cases.
+HDR_VERSION, HDR_CRC, HDR_FILE_SIZE, HDR_DATA_OFF, HDR_DATA_END = 8, 28, 32, 40, 48
+HDR_META_OFF, HDR_META_LEN, HDR_PID = 56, 64, 104
+HEADER_SIZE = 4096
+R_BLOCKS, BLOCK_SIZE = 6, 40
+ENC_RAW, ENC_DEFLATE = 1, 2
+
+
+def header_crc(hdr):
+    """img_header_crc: crc32 of the 4096-byte header with its crc field 0."""
+    return zlib.crc32(hdr[:HDR_CRC] + b"\0\0\0\0" + hdr[HDR_CRC + 4:HEADER_SIZE]) & 0xffffffff
+
+
+def image_blocks(data):
+    """(file_off, clen, enc) of every stored block, from the metadata."""
+    meta_off, meta_len = struct.unpack_from("<QQ", data, HDR_META_OFF)
+    out, pos, end = [], meta_off, meta_off + meta_len
+    while pos + 8 <= end:
+        rtype, rlen = struct.unpack_from("<II", data, pos)
+        payload = pos + 8
+        if rtype == R_BLOCKS:
+            for k in range(rlen // BLOCK_SIZE):
+                addr, file_off, ulen, clen, crc, enc, target, index = struct.unpack_from(
+                    "<QQIIIHHI", data, payload + k * BLOCK_SIZE)
+                if enc in (ENC_RAW, ENC_DEFLATE) and clen >= 64:
+                    out.append((file_off, clen, enc))
+        pos = payload + ((rlen + 7) & ~7)
+    return out
+
+
+def flip(data, off):
+    data[off] ^= 0x5a
+
+
+def mut_truncate_half(d):
+    del d[len(d) // 2:]
+
+
+def mut_truncate_header(d):
+    del d[100:]
+
+
+def mut_empty(d):
+    del d[:]
+
+
+def mut_bitflip_data(d):
+    blocks = image_blocks(d)
+    check(blocks, "harness: no stored data block found in the image")
+    off, clen, _ = max(blocks, key=lambda b: b[1])
+    flip(d, off + clen // 2)
+
+
+def mut_bitflip_meta(d):
+    meta_off, meta_len = struct.unpack_from("<QQ", d, HDR_META_OFF)
+    flip(d, meta_off + meta_len // 2)
+
+
+def mut_bitflip_header(d):
+    flip(d, HDR_PID)
+
+
+def mut_magic(d):
+    d[0:8] = b"DMTCPIMX"
+
+
+def mut_version(d):
+    struct.pack_into("<I", d, HDR_VERSION, 2)
+    struct.pack_into("<I", d, HDR_CRC, header_crc(bytes(d)))
+
+
+# name: (mutation of the image bytes or None, of the MANIFEST text or None,
+#        restart the directory (else the image itself), what the message must say)
+BAD_CASES = [
+    ("truncated", mut_truncate_half, None, True, r"truncated"),
+    ("truncated_header", mut_truncate_header, None, True, r"truncated"),
+    ("empty", mut_empty, None, True, r"truncated|empty"),
+    ("bitflip_data", mut_bitflip_data, None, True, r"corrupt|checksum"),
+    ("bitflip_data_file", mut_bitflip_data, None, False, r"corrupt|checksum"),
+    ("bitflip_meta", mut_bitflip_meta, None, True, r"corrupt|checksum|metadata"),
+    ("bitflip_header", mut_bitflip_header, None, True, r"header"),
+    ("bad_magic", mut_magic, None, True, r"magic|not a dmtcp"),
+    ("bad_version", mut_version, None, False, r"version"),
+    ("manifest_crc", None, "crc", True, r"MANIFEST"),
+    ("manifest_syntax", None, "syntax", True, r"MANIFEST"),
+    ("manifest_missing_image", None, "missing", True, r"No such file"),
+]
+
+
+def copy_generation(t, case):
+    src = os.path.join(t.ckpt, "gen-000001")
+    top = os.path.join(t.root, "bad", case)
+    dst = os.path.join(top, "gen-000001")
+    shutil.copytree(src, dst)
+    if t.env.user:
+        for p in (os.path.dirname(top), top, dst) + tuple(os.path.join(dst, f) for f in os.listdir(dst)):
+            os.chown(p, t.env.uid, t.env.gid)
+    image = [os.path.join(dst, f) for f in os.listdir(dst) if f.endswith(".dmtcp")]
+    check(len(image) == 1, "harness: expected one image in %s" % dst)
+    return top, dst, image[0]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def port_listening(port):
+    s = socket.socket()
+    try:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+    finally:
+        s.close()
+
+
+def expect_refusal(t, name, target, rc_want, pattern, names, extra=()):
+    """dmtcp_restart on a bad target: exit rc_want, one stderr line that
+    names one of names and matches pattern, nothing left running."""
+    port = free_port()
+    p = Proc(t, "restart-" + name, [t.env.restart, "-h", "127.0.0.1", "-p", str(port)] + list(extra) + [target])
+    rc = p.wait(60)
+    err = read_text(p.err_path).strip()
+    lines = err.splitlines()
+    problems = []
+    if rc != rc_want:
+        problems.append("exit %s, expected %d" % (p.describe_exit(), rc_want))
+    if len(lines) != 1:
+        problems.append("%d lines on stderr, expected 1" % len(lines))
+    if not any(n in err for n in names):
+        problems.append("the message does not name %s" % " or ".join(names))
+    if not re.search(pattern, err, re.I):
+        problems.append("the message does not say /%s/" % pattern)
+    if port_listening(port):
+        problems.append("a coordinator was left listening on port %d" % port)
+    left = leftovers({q.pid for q in t.procs})
+    if left:
+        problems.append("processes left behind: %s" % "; ".join("%d %s" % (q, cmdline(q)) for q in left))
+        for q in left:
+            try:
+                os.kill(q, signal.SIGKILL)
+            except OSError:
+                pass
+    if problems:
+        log("%s: %s: %s -- stderr: %s" % (t.name, name, ", ".join(problems), err or "(empty)"))
+        return "%s (%s; stderr: %s)" % (name, ", ".join(problems), err or "(empty)")
+    log("%s: %s: refused as expected: %s" % (t.name, name, err))
+    return None
+
+
+@special
+def flow_bad_images(t):
+    """Damaged images and MANIFESTs are refused with exit 100 and one line
+    naming the file, another user's image with exit 101; root may restart
+    it with --no-strict-uid-checking."""
+    t.new_coordinator()
+    t.launch(program(t, "counter"))
+    t.progress(20)
+    t.checkpoint()
+    t.kill_program()
+    t.coord.stop()
+    t.coord = None
+    gen = os.path.join(t.ckpt, "gen-000001")
+    img = [f for f in os.listdir(gen) if f.endswith(".dmtcp")][0]
+    with open(os.path.join(gen, img), "rb") as f:
+        orig = f.read()
+    check(header_crc(orig) == struct.unpack_from("<I", orig, HDR_CRC)[0],
+          "harness: the header crc computed here does not match the image's (layout changed?)")
+    failures, cases = [], 0
+
+    def refusal(*a, **k):
+        nonlocal cases
+        cases += 1
+        r = expect_refusal(*a, **k)
+        if r:
+            failures.append(r)
+
+    for name, mut_img, mut_man, use_dir, pattern in BAD_CASES:
+        top, dst, image = copy_generation(t, name)
+        manifest = os.path.join(dst, "MANIFEST")
+        if mut_img:
+            data = bytearray(orig)
+            mut_img(data)
+            with open(image, "wb") as f:
+                f.write(data)
+        if mut_man == "crc":
+            lines = read_text(manifest).split("\n")
+            for k, l in enumerate(lines):
+                if l.startswith("image "):
+                    w = l.split(" ")
+                    w[3] = "%08x" % (int(w[3], 16) ^ 1)
+                    lines[k] = " ".join(w)
+            with open(manifest, "w") as f:
+                f.write("\n".join(lines))
+        elif mut_man == "syntax":
+            text = read_text(manifest)
+            with open(manifest, "w") as f:
+                f.write(text.replace("\nend\n", "\n"))
+        elif mut_man == "missing":
+            os.unlink(image)
+        names = [image] + ([manifest] if mut_man in ("crc", "syntax") else [])
+        refusal(t, name, top if use_dir else image, IMAGE_RC, pattern, names)
+
+    # Another user's image.
+    top, dst, image = copy_generation(t, "foreign")
+    nobody = pwd.getpwnam("nobody")
+    os.chown(image, nobody.pw_uid, nobody.pw_gid)
+    refusal(t, "foreign_uid", top, PERM_RC, r"uid|user|belongs", [image])
+    if t.env.user is None:
+        # Root may override; the program runs on and verifies itself.
+        t.restart(args=["--no-strict-uid-checking"], target=top)
+        t.progress(20, fresh=True)
+        t.verify()
+    else:
+        refusal(t, "foreign_uid_no_strict", top, PERM_RC, r"not allowed|uid|belongs", [image],
+                extra=["--no-strict-uid-checking"])
+        # An image the caller cannot read at all.
+        top, dst, image = copy_generation(t, "unreadable")
+        os.chmod(image, 0)
+        os.chown(image, 0, 0)
+        refusal(t, "unreadable", top, PERM_RC, r"permission denied", [image])
+    check(not failures, "%d of %d bad-image cases wrong:\n  %s" % (len(failures), cases, "\n  ".join(failures)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", help="meson build directory (instead of the environment)")
+    ap.add_argument("--user", help="run the test as this user (created if missing)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    ap.add_argument("--list", action="store_true", help="list the tests")
+    ap.add_argument("tests", nargs="*")
+    args = ap.parse_args()
+    if args.list:
+        print("\n".join(sorted(list(SPECS) + list(SPECIAL))))
+        return 0
+    if not args.tests:
+        ap.error("name a test (or --list)")
+    set_subreaper()
+    # Cores of crashing programs land in their work directory (the runtime
+    # restores RLIMIT_CORE, so it is set before the launch).
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        pass
+    env = Env(args)
+    rc = 0
+    try:
+        if args.user:
+            env.as_user(args.user)
+        for name in args.tests:
+            r = run_test(env, name)
+            if r == 1 or (r == SKIP and len(args.tests) == 1):
+                rc = r
+    except Skip as e:
+        print("SKIP: %s" % e)
+        return SKIP
+    finally:
+        env.cleanup()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
