@@ -28,10 +28,11 @@ __attribute__((used, visibility("default"))) const int dmtcp_tool_marker = 1;
 static int fail_rc;
 
 _printf_(1, 2) static _Noreturn void die(const char *fmt, ...) {
+        int error = errno;
         char msg[2048];
         va_list ap;
         va_start(ap, fmt);
-        log_format(msg, sizeof msg, 0, fmt, ap);
+        log_format(msg, sizeof msg, error, fmt, ap);
         va_end(ap);
         fprintf(stderr, "dmtcp_launch: %s\n", msg);
         exit(fail_rc);

@@ -260,6 +260,9 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
                 return abandon(&c, PROTO_PH_SUSPEND, -ENOMEM, "out of memory");
         memset(rt_cap, 0, sizeof *rt_cap);
         rt_cap->files = files;
+        rt_cap->pending = rt_alloc(RT_ARENA_STATE, RT_MAX_PROCESS_PENDING * sizeof(struct rt_pending));
+        if (!rt_cap->pending)
+                return abandon(&c, PROTO_PH_SUSPEND, -ENOMEM, "out of memory");
 
         /* While the program still runs: smaps flags and library checksums. */
         r = rt_mem_presuspend();

@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #include <spawn.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "raw-syscall.h"
@@ -286,20 +287,30 @@ _public_ int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_a
 }
 
 /* After a restart the coordinator's address and the inherited descriptors
- * differ from what the program's environment says; system() and popen()
- * pass that environment on. Point the entries at current values, in place
- * (no allocation: threads are still parked). */
+ * differ from what the program's environment says, and system() and popen()
+ * pass that environment on. Point the entries at current values. Called
+ * once the program's threads run again: the strings come from malloc, since
+ * programs may free or replace their environment's strings (perl does),
+ * and malloc is only safe to call once no thread is parked inside it. The
+ * old strings are left alone: we do not know who owns them. */
 void rt_env_after_restart(void) {
-        static char coord[PATH_MAX + 32], ext[RT_MAX_EXTERNAL_FDS * 48 + 32];
-        char addr[PATH_MAX + 16], fds[sizeof ext];
+        char addr[PATH_MAX + 16], fds[RT_MAX_EXTERNAL_FDS * 48 + 32];
         rt_coord_addr_format(&rt.cfg.coord, addr, sizeof addr);
-        snprintf(coord, sizeof coord, "DMTCP_COORD=%s", addr);
         format_external(fds, sizeof fds);
-        snprintf(ext, sizeof ext, "DMTCP_EXTERNAL_FDS=%s", fds);
+        char *coord = NULL, *ext = NULL;
+        if (asprintf(&coord, "DMTCP_COORD=%s", addr) < 0)
+                coord = NULL;
+        if (asprintf(&ext, "DMTCP_EXTERNAL_FDS=%s", fds) < 0)
+                ext = NULL;
         for (size_t i = 0; environ && environ[i]; i++) {
-                if (is_key(environ[i], "DMTCP_COORD"))
+                if (coord && is_key(environ[i], "DMTCP_COORD")) {
                         environ[i] = coord;
-                else if (is_key(environ[i], "DMTCP_EXTERNAL_FDS"))
+                        coord = NULL;
+                } else if (ext && is_key(environ[i], "DMTCP_EXTERNAL_FDS")) {
                         environ[i] = ext;
+                        ext = NULL;
+                }
         }
+        free(coord);
+        free(ext);
 }

@@ -16,7 +16,7 @@ static const struct rt_fd_ops *const kinds[] = {
         &rt_fd_tty_ops,
 };
 
-static int private_fds[16];
+static int private_fds[RST_MAX_FILE_FDS + 16];
 static uint32_t n_private_fds;
 
 bool rt_fd_is_private(int fd) {

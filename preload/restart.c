@@ -101,10 +101,17 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
         rt_proc_restore();
         char err[1024] = "";
         rt.coord_fd = -1;
+        /* The files recreated for descriptors of deleted files are ours
+         * until those descriptors are back. */
+        uint32_t n_file_fds = MIN(in->n_file_fds, (uint32_t) RST_MAX_FILE_FDS);
+        for (uint32_t i = 0; i < n_file_fds; i++)
+                rt_fd_set_private(in->file_fds[i].fd, true);
         if (rt_fds_restore(err, sizeof err) < 0)
                 restart_fail("%s", err);
-        for (uint32_t i = 0; i < in->n_file_fds && i < RST_MAX_FILE_FDS; i++)
+        for (uint32_t i = 0; i < n_file_fds; i++) {
+                rt_fd_set_private(in->file_fds[i].fd, false);
                 raw_syscall1(SYS_close, in->file_fds[i].fd);
+        }
 
         /* Rejoin a coordinator as a member of this checkpoint. */
         struct proto_hello h;
@@ -158,9 +165,7 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
         if (boot_addr && boot_len)
                 raw_syscall2(SYS_munmap, (long) boot_addr, (long) boot_len);
 
-        rt_env_after_restart();
         rt_signals_rearm_timers();
-        rt_raise_pending();
         if (status_fd >= 0) {
                 char line[64];
                 int n = snprintf(line, sizeof line, "R%llu\n",
@@ -172,5 +177,6 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
         }
         rt.restart_count++;
         rt_threads_resume();
+        rt_env_after_restart();
         send_rst_done(PROTO_PH_RST_RESUME);
 }

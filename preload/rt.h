@@ -36,6 +36,15 @@ enum rt_thread_state {
         RT_TS_SUSPENDED,           /* parked in the handler, context saved */
 };
 
+/* A pending signal with its siginfo: dequeued at a checkpoint and queued
+ * again at once, and again after a restart. */
+struct rt_pending {
+        int32_t sig;
+        siginfo_t info;
+};
+#define RT_MAX_THREAD_PENDING 32
+#define RT_MAX_PROCESS_PENDING 256
+
 struct rt_thread {
         _Atomic uint32_t state;
         uint32_t tid;
@@ -43,6 +52,8 @@ struct rt_thread {
         uint32_t restored;         /* resumed in a restored process */
         struct rt_ctx ctx;
         struct img_thread info;
+        struct rt_pending pending[RT_MAX_THREAD_PENDING];   /* thread-private */
+        uint32_t n_pending;
 };
 
 struct rt_external_fd {
@@ -141,6 +152,8 @@ struct rt_capture {
         uint32_t n_files;
         struct img_child *children;     /* exited, not yet reaped */
         uint32_t n_children;
+        struct rt_pending *pending;     /* process-wide pending signals */
+        uint32_t n_pending;
 };
 
 extern struct rt_state rt;
@@ -169,7 +182,11 @@ void rt_thread_capture_self(struct rt_thread *t);  /* per-thread kernel state in
 void rt_thread_restore_self(struct rt_thread *t);  /* after restart, in that thread */
 struct rt_thread *rt_thread_slot(pid_t tid, bool create);
 void rt_threads_forget_all(void);
-void rt_raise_pending(void);                        /* after restart, before release */
+/* Dequeue the pending signals of set (with their siginfo) into out, and
+ * queue them again for tid (0 = the process, every queued instance; a
+ * thread takes one of each). Returns how many. */
+uint32_t rt_take_pending(uint64_t set, pid_t tid, struct rt_pending *out, uint32_t max);
+void rt_requeue(pid_t tid, const struct rt_pending *p, uint32_t n);
 
 /* signals.c: virtualization of the checkpoint signal and save/restore of
  * handlers, timers and pending signals. */

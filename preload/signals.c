@@ -258,6 +258,13 @@ static struct timespec ns_ts(int64_t ns) {
         return (struct timespec) { .tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL };
 }
 
+static const char *next_timer(const char *p) {
+        for (const char *q = p; (q = strstr(q, "ID: ")); q++)
+                if (q == p || q[-1] == '\n')
+                        return q;
+        return NULL;
+}
+
 /* /proc/self/timers: "ID: n", "signal: sig/sival", "notify: signal/pid.N |
  * thread/tid.N | none/...", "ClockID: c". */
 static int capture_posix_timers(char *err, size_t errsize) {
@@ -271,15 +278,16 @@ static int capture_posix_timers(char *err, size_t errsize) {
                 snprintf(err, errsize, "cannot read /proc/self/timers: %s", strerror((int) -n));
                 return (int) n;
         }
+        /* Records start with a line "ID: n" (not "ClockID: n"). */
         uint32_t count = 0;
-        for (const char *p = buf; (p = strstr(p, "ID: ")); p++)
+        for (const char *p = buf; (p = next_timer(p)); p++)
                 count++;
         rt_cap->timers = rt_alloc(RT_ARENA_STATE, (count + 1) * sizeof(struct img_timer));
         if (!rt_cap->timers)
                 return -ENOMEM;
         rt_cap->n_timers = 0;
         const char *p = buf;
-        while ((p = strstr(p, "ID: "))) {
+        while ((p = next_timer(p))) {
                 struct img_timer *t = &rt_cap->timers[rt_cap->n_timers];
                 memset(t, 0, sizeof *t);
                 t->id = (int32_t) strtol(p + 4, NULL, 10);
@@ -337,25 +345,11 @@ int rt_signals_capture(char *err, size_t errsize) {
                 rt_cap->proc.itimer[w][2] = (uint64_t) it.it_value.tv_sec;
                 rt_cap->proc.itimer[w][3] = (uint64_t) it.it_value.tv_usec;
         }
-        char status[8192];
-        if (read_small_file("/proc/self/status", status, sizeof status) > 0) {
-                const char *p = strstr(status, "\nShdPnd:");
-                if (p)
-                        rt_cap->proc.shared_pending = strtoull(p + 8, NULL, 16);
-        }
-        /* Thread-private pending signals. */
-        for (uint32_t i = 0; i < rt.n_threads; i++) {
-                struct rt_thread *t = &rt.threads[i];
-                if (atomic_load(&t->state) != RT_TS_SUSPENDED)
-                        continue;
-                char path[64];
-                snprintf(path, sizeof path, "/proc/self/task/%u/status", t->tid);
-                if (read_small_file(path, status, sizeof status) > 0) {
-                        const char *p = strstr(status, "\nSigPnd:");
-                        if (p)
-                                t->info.sigpending = strtoull(p + 8, NULL, 16);
-                }
-        }
+        /* The process-wide pending signals were taken by the main thread
+         * in its handler (threads.c); record which for the image. */
+        rt_cap->proc.shared_pending = 0;
+        for (uint32_t i = 0; i < rt_cap->n_pending; i++)
+                rt_cap->proc.shared_pending |= 1ULL << (rt_cap->pending[i].sig - 1);
         return capture_posix_timers(err, errsize);
 }
 
@@ -399,14 +393,18 @@ void rt_signals_rearm_timers(void) {
                         .it_interval = { (time_t) rt_cap->proc.itimer[w][0], (suseconds_t) rt_cap->proc.itimer[w][1] },
                         .it_value = { (time_t) rt_cap->proc.itimer[w][2], (suseconds_t) rt_cap->proc.itimer[w][3] },
                 };
+                /* An interval timer whose signal is pending reads as value 0:
+                 * it fires again one interval after the restart. */
+                if (!it.it_value.tv_sec && !it.it_value.tv_usec)
+                        it.it_value = it.it_interval;
                 if (it.it_value.tv_sec || it.it_value.tv_usec)
                         raw_syscall3(SYS_setitimer, w, (long) &it, 0);
         }
-        if (rt_cap->n_timers == 0)
-                return;
         /* Recreate each POSIX timer under its old id: with the kernel's
          * restore mode when it has one, else by creating timers until the
          * kernel hands out the wanted id. */
+        if (rt_cap->n_timers == 0)
+                return;
         bool restore_ids = raw_syscall5(SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_ON, 0, 0, 0) == 0;
         for (uint32_t i = 0; i < rt_cap->n_timers; i++) {
                 const struct img_timer *t = &rt_cap->timers[i];
@@ -432,7 +430,4 @@ void rt_signals_rearm_timers(void) {
         }
         if (restore_ids)
                 raw_syscall5(SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_OFF, 0, 0, 0);
-        for (int sig = 1; sig <= 64; sig++)
-                if ((rt_cap->proc.shared_pending & (1ULL << (sig - 1))) && sig != rt.cfg.sigckpt)
-                        raw_syscall2(SYS_kill, rt.pid, sig);
 }

@@ -118,6 +118,79 @@ void rt_thread_restore_self(struct rt_thread *t) {
         raw_syscall2(SYS_prctl, PR_SET_NAME, (long) ti->comm);
 }
 
+/* SigPnd of the calling thread (its private pending set), read with raw
+ * system calls: this runs in the signal handler. */
+static uint64_t thread_private_pending(void) {
+        char buf[4096];
+        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) "/proc/thread-self/status", O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0)
+                return 0;
+        long n = raw_syscall3(SYS_read, fd, (long) buf, sizeof buf - 1);
+        raw_syscall1(SYS_close, fd);
+        if (n <= 0)
+                return 0;
+        buf[n] = 0;
+        const char *p = strstr(buf, "\nSigPnd:");
+        return p ? strtoull(p + 8, NULL, 16) : 0;
+}
+
+/* ShdPnd of the process. */
+static uint64_t process_pending(void) {
+        char buf[4096];
+        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) "/proc/self/status", O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0)
+                return 0;
+        long n = raw_syscall3(SYS_read, fd, (long) buf, sizeof buf - 1);
+        raw_syscall1(SYS_close, fd);
+        if (n <= 0)
+                return 0;
+        buf[n] = 0;
+        const char *p = strstr(buf, "\nShdPnd:");
+        return p ? strtoull(p + 8, NULL, 16) : 0;
+}
+
+uint32_t rt_take_pending(uint64_t set, pid_t tid, struct rt_pending *out, uint32_t max) {
+        /* A thread takes one of each: the kernel hands a thread its private
+         * signals first, then process-wide ones, which are not its to take.
+         * The process (tid 0) takes every queued instance. */
+        bool all = tid == 0;
+        uint32_t n = 0;
+        set &= ~(1ULL << (rt.cfg.sigckpt - 1)) & ~(1ULL << (SIGKILL - 1)) & ~(1ULL << (SIGSTOP - 1));
+        for (int sig = 1; sig <= 64 && n < max; sig++) {
+                if (!(set & (1ULL << (sig - 1))))
+                        continue;
+                uint64_t one = 1ULL << (sig - 1);
+                struct timespec zero = { 0, 0 };
+                /* Real-time signals can be queued several times: take all. */
+                while (n < max) {
+                        siginfo_t si;
+                        long r = raw_syscall4(SYS_rt_sigtimedwait, (long) &one, (long) &si, (long) &zero, 8);
+                        if (r != sig)
+                                break;
+                        out[n].sig = sig;
+                        out[n].info = si;
+                        n++;
+                        if (!all || sig < 32)   /* standard signals are queued once */
+                                break;
+                }
+        }
+        rt_requeue(tid, out, n);
+        return n;
+}
+
+/* Queue signals again, siginfo intact: the kernel lets a process send
+ * itself any siginfo. */
+void rt_requeue(pid_t tid, const struct rt_pending *p, uint32_t n) {
+        pid_t pid = (pid_t) raw_getpid();
+        for (uint32_t i = 0; i < n; i++) {
+                siginfo_t si = p[i].info;
+                long r = tid ? raw_syscall4(SYS_rt_tgsigqueueinfo, pid, tid, p[i].sig, (long) &si)
+                             : raw_syscall3(SYS_rt_sigqueueinfo, pid, p[i].sig, (long) &si);
+                if (r < 0)
+                        raw_syscall3(SYS_tgkill, pid, tid ? tid : pid, p[i].sig);
+        }
+}
+
 static void rt_sigckpt_handler(int sig, siginfo_t *si, void *ucv) {
         int saved_errno = errno;
         struct rt_thread *t = rt_thread_slot((pid_t) raw_gettid(), false);
@@ -131,6 +204,17 @@ static void rt_sigckpt_handler(int sig, siginfo_t *si, void *ucv) {
         const ucontext_t *uc = ucv;
         rt_thread_capture_self(t);
         memcpy(&t->info.sigmask, &uc->uc_sigmask, sizeof t->info.sigmask);
+        /* Our own pending signals, siginfo included (the handler runs with
+         * every signal blocked, so they are ours to take and put back). */
+        t->n_pending = rt_take_pending(thread_private_pending(), (pid_t) t->tid, t->pending, RT_MAX_THREAD_PENDING);
+        /* Only the main thread may queue a signal to the process with its
+         * original siginfo (the kernel's rule): it keeps the process-wide
+         * pending signals. */
+        if (t->tid == (uint32_t) rt.pid && rt_cap && rt_cap->pending)
+                rt_cap->n_pending = rt_take_pending(process_pending(), 0, rt_cap->pending, RT_MAX_PROCESS_PENDING);
+        t->info.sigpending = 0;
+        for (uint32_t i = 0; i < t->n_pending; i++)
+                t->info.sigpending |= 1ULL << (t->pending[i].sig - 1);
         const uint32_t seq = atomic_load(&rt.release_seq);
         if (rt_ctx_save(&t->ctx) == 0) {
                 atomic_store(&t->state, RT_TS_SUSPENDED);
@@ -149,6 +233,9 @@ static void rt_sigckpt_handler(int sig, siginfo_t *si, void *ucv) {
 
         if (t->restored) {
                 rt_thread_restore_self(t);
+                rt_requeue((pid_t) t->tid, t->pending, t->n_pending);
+                if (t->tid == (uint32_t) rt.pid && rt_cap && rt_cap->n_pending)
+                        rt_requeue(0, rt_cap->pending, rt_cap->n_pending);
                 t->restored = 0;
         }
         atomic_store(&t->state, RT_TS_RUNNING);
@@ -349,13 +436,3 @@ void rt_threads_resume(void) {
         }
 }
 
-void rt_raise_pending(void) {
-        for (uint32_t i = 0; i < rt.n_threads; i++) {
-                const struct rt_thread *t = &rt.threads[i];
-                if (atomic_load(&t->state) == RT_TS_FREE)
-                        continue;
-                for (int sig = 1; sig <= 64; sig++)
-                        if ((t->info.sigpending & (1ULL << (sig - 1))) && sig != rt.cfg.sigckpt)
-                                raw_syscall3(SYS_tgkill, rt.pid, t->tid, sig);
-        }
-}

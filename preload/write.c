@@ -100,6 +100,7 @@ struct wr_ctx {
         size_t n_blocks, cap_blocks;
         uint64_t off, synced, mem_bytes;
         uint64_t usec_write, usec_wait;          /* DMTCP_TRACE: where the writer's time went */
+        uint64_t vol_start, vol_end;            /* the region of the stack we run on: it changes */
         bool compressed;
         char err[256];
 };
@@ -203,6 +204,17 @@ static void emit_run(struct wr_ctx *w, struct wr_worker *wk, struct wr_slot *s, 
         }
         b.enc = IMG_ENC_RAW;
         b.clen = len;
+        /* Our own stack changes while we write it: save a copy, so the
+         * stored bytes are those the crc was computed over. */
+        if (addr < w->vol_end && addr + len > w->vol_start && s->out && s->out_cap - s->out_used >= len) {
+                uint8_t *copy = s->out + s->out_used;
+                memcpy(copy, src, len);
+                s->out_used += ALIGN_UP((size_t) len, 64);
+                src = copy;
+        } else if (addr < w->vol_end && addr + len > w->vol_start) {
+                s->err = -ENOBUFS;
+                return;
+        }
         b.crc = (uint32_t) crc32(0, src, len);
         slot_add(s, &b, src);
 }
@@ -632,7 +644,7 @@ static int setup_workers(struct wr_ctx *w, struct wr_worker **out, unsigned *n_o
         if (!w->slots)
                 return -ENOMEM;
         memset(w->slots, 0, w->n_slots * sizeof *w->slots);
-        size_t out_cap = w->req->gzip ? WINDOW + WINDOW / 8 + 4096 : 0;
+        size_t out_cap = WINDOW + WINDOW / 8 + 4096;
         for (uint32_t i = 0; i < w->n_slots; i++) {
                 atomic_store(&w->slots[i].free_for, i);
                 atomic_store(&w->slots[i].ready_for, 0);
@@ -680,6 +692,12 @@ int rt_write_image(const struct wr_request *req, struct wr_result *res) {
                         raw_syscall3(SYS_mprotect, (long) rg->r.start, (long) (rg->r.end - rg->r.start),
                                      PROT_READ | (int) rg->r.prot);
         }
+        uint64_t sp = (uint64_t) __builtin_frame_address(0);
+        for (uint32_t i = 0; i < cap->n_regions; i++)
+                if (cap->regions[i].r.start <= sp && sp < cap->regions[i].r.end) {
+                        w.vol_start = cap->regions[i].r.start;
+                        w.vol_end = cap->regions[i].r.end;
+                }
         int r = build_items(&w);
         rt_trace("writer: items built");
         struct wr_worker *wks = NULL;

@@ -53,10 +53,11 @@ static void trace(const char *what) {
 }
 
 _printf_(2, 3) static _Noreturn void die(int rc, const char *fmt, ...) {
+        int error = errno;
         char msg[2048];
         va_list ap;
         va_start(ap, fmt);
-        log_format(msg, sizeof msg, 0, fmt, ap);
+        log_format(msg, sizeof msg, error, fmt, ap);
         va_end(ap);
         fprintf(stderr, "dmtcp_restart: %s\n", msg);
         exit(rc);
@@ -209,8 +210,13 @@ static bool caller_may_override_uid(void) {
 
 static void validate(struct rst_image *im, const struct manifest *man, bool no_strict) {
         im->fd = open(im->path, O_RDONLY | O_CLOEXEC);
-        if (im->fd < 0)
+        if (im->fd < 0) {
+                struct stat ost;
+                if (errno == EACCES && stat(im->path, &ost) == 0 && ost.st_uid != getuid())
+                        die(fail_rc + 2, "image %s: permission denied: it belongs to uid %u and you (uid %u) cannot read it; restart it as "
+                                         "that user", im->path, (unsigned) ost.st_uid, (unsigned) getuid());
                 die(errno == EACCES ? fail_rc + 2 : fail_rc + 1, "image %s: %m", im->path);
+        }
         struct stat st;
         if (fstat(im->fd, &st) < 0)
                 die(fail_rc + 1, "image %s: %m", im->path);
@@ -249,6 +255,13 @@ static void validate(struct rst_image *im, const struct manifest *man, bool no_s
                 struct stat fs;
                 if (stat(pf->path.s, &fs) < 0)
                         die(fail_rc + 1, "image %s needs %s, which is missing here", im->path, pf->path.s);
+                /* A file the program mapped only shared may have changed since:
+                 * its contents come back from the image. */
+                bool private_map = false;
+                for (size_t k = 0; k < img->n_regions && !private_map; k++)
+                        private_map = img->regions[k].r.file == i && img->regions[k].r.kind == IMG_RK_FILE_PRIVATE;
+                if (!private_map)
+                        continue;
                 bool same = fs.st_dev == pf->f.dev && fs.st_ino == pf->f.ino && (uint64_t) fs.st_size == pf->f.size &&
                             fs.st_mtim.tv_sec == pf->f.mtime_sec && (uint32_t) fs.st_mtim.tv_nsec == pf->f.mtime_nsec;
                 if (same)

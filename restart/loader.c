@@ -140,7 +140,7 @@ static int load_blocks(struct load_state *ls, char *err, size_t errsize) {
         int r = atomic_load(&ls->err);
         if (r < 0) {
                 const struct img_block *b = &ls->im->img.blocks[ls->bad_block];
-                snprintf(err, errsize, "corrupted data block at offset %llu (memory %llx)",
+                snprintf(err, errsize, "image %s: corrupted data block at offset %llu (memory %llx)", ls->im->path,
                          (unsigned long long) b->file_off, (unsigned long long) b->addr);
                 return r == -ENOMEM ? r : -EBADMSG;
         }
@@ -285,6 +285,15 @@ static int plan_region(const struct img *img, size_t ri, uint64_t staging, int *
                                           err, errsize);
                 if (fd < 0)
                         return fd;
+                /* Writing back pages past the end of a file that shrank since
+                 * would kill us with SIGBUS: give it back its size. */
+                struct stat fst;
+                if (shared && has_data && fstat(fd, &fst) == 0 && (uint64_t) fst.st_size < img->files[rg->file].f.size &&
+                    ftruncate(fd, (off_t) img->files[rg->file].f.size) < 0) {
+                        snprintf(err, errsize, "cannot extend %s back to %llu bytes: %m", img->files[rg->file].path.s,
+                                 (unsigned long long) img->files[rg->file].f.size);
+                        return -errno;
+                }
                 if ((r = ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_FILE, .dst = rg->start, .len = len, .fd = fd,
                                                          .off = rg->pgoff, .prot = rg->prot | (has_data ? PROT_WRITE : 0),
                                                          .flags = (uint32_t) ((shared ? MAP_SHARED : MAP_PRIVATE) | base_flags) })) < 0)
