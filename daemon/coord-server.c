@@ -570,7 +570,14 @@ static void execute(struct coord_server *srv, struct coord_action *a) {
                 break;
         case COORD_ACT_DISCARD:
                 if (a->path[0]) {
+                        /* A member may still be creating its image in it
+                         * (it has not seen the abort yet): a file created
+                         * while we remove leaves the directory non-empty,
+                         * so go again. What is left is swept by the next
+                         * checkpoint. */
                         r = rm_rf(a->path);
+                        for (int tries = 0; r == -ENOTEMPTY && tries < 5; tries++)
+                                r = rm_rf(a->path);
                         if (r < 0)
                                 log_warning_errno(r, "Failed to remove abandoned generation %s: %m", a->path);
                 }
