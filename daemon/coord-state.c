@@ -672,6 +672,7 @@ void coord_state_ckpt_start(struct coord_state *s, uint64_t gen, const char *tmp
         s->aborted = false;
         s->interval_deadline = 0;
         s->requester = blocking ? requester : COORD_REQ_NONE;
+        kv_reset(s);    /* what members publish is about this checkpoint */
         for (size_t i = 0; i < s->n_members; i++) {
                 struct coord_member *m = s->members[i];
                 m->in_round = true;
