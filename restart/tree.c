@@ -170,20 +170,34 @@ static _Noreturn void proc_main(struct rst_tree *t, size_t i) {
         if (getpid() != me)
                 proc_fail(t, "process %d came back as %d", (int) me, (int) getpid());
 
-        /* 1. Our children, and our unreaped exited children. */
-        for (size_t k = 0; k < t->n; k++)
-                if (t->parent[k] == (int) i && spawn(t, k) < 0)
-                        proc_fail(t, "cannot recreate process %u: %m", t->ims[k].img.hdr.pid);
+        /* 1. Sessions and children. A session is joined only by being
+         *    forked into it, so a child that stays in the session we are
+         *    in now is forked before we make our own (setsid), and the
+         *    others after: those of our session inherit it, session leaders
+         *    make theirs. */
+        bool new_session = h->sid == h->pid;
+        for (int pass = 0; pass < 2; pass++) {
+                if (pass == 1 && new_session && setsid() < 0)
+                        proc_fail(t, "process %d cannot become a session leader again: %m", (int) me);
+                for (size_t k = 0; k < t->n; k++) {
+                        if (t->parent[k] != (int) i)
+                                continue;
+                        const struct img_header *ch = &t->ims[k].img.hdr;
+                        bool before = new_session && ch->sid != h->sid && ch->sid != ch->pid;
+                        if (before != (pass == 0))
+                                continue;
+                        if (spawn(t, k) < 0)
+                                proc_fail(t, "cannot recreate process %u: %m", ch->pid);
+                }
+        }
         for (size_t k = 0; k < im->img.n_children; k++)
                 make_zombie(t, &im->img.children[k]);
         barrier(t, &t->sync->created, "create");
-
-        /* 2. Sessions, then 3. process groups, whose leaders are in their
-         *    sessions by then. Leaders outside the computation are not
-         *    recreated: such a process stays in the restarter's. */
-        if (h->sid == h->pid && setsid() < 0)
-                proc_fail(t, "process %d cannot become a session leader again: %m", (int) me);
         barrier(t, &t->sync->sessions, "session");
+
+        /* 2. Process groups, whose leaders are in their sessions by then.
+         *    Leaders outside the computation are not recreated: such a
+         *    process stays in the restarter's. */
         bool leader_here = h->pgid == h->pid;
         for (size_t k = 0; k < t->n && !leader_here; k++)
                 leader_here = t->ims[k].img.hdr.pid == h->pgid && t->ims[k].img.hdr.sid == h->sid;
@@ -191,7 +205,7 @@ static _Noreturn void proc_main(struct rst_tree *t, size_t i) {
                 proc_fail(t, "process %d cannot rejoin process group %u: %m", (int) me, h->pgid);
         barrier(t, &t->sync->groups, "process group");
 
-        /* 4. Only our own image stays open. */
+        /* 3. Only our own image stays open. */
         for (size_t k = 0; k < t->n; k++)
                 if (k != i && t->ims[k].fd >= 0)
                         close(t->ims[k].fd);
