@@ -45,6 +45,7 @@ const char *img_fd_kind_name(uint32_t kind) {
                 [IMG_FD_DIRECTORY] = "directory",
                 [IMG_FD_CHARDEV] = "character device",
                 [IMG_FD_TTY] = "terminal",
+                [IMG_FD_PIPE] = "pipe",
         };
         return kind < _IMG_FD_MAX && names[kind] ? names[kind] : "unknown";
 }
@@ -427,8 +428,8 @@ int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
         }
         for (size_t i = 0; i < img->n_fds; i++) {
                 const struct img_fd *d = &img->fds[i].d;
-                if (d->fd < 0 || d->kind == 0 || d->kind >= _IMG_FD_MAX ||
-                    (d->file != IMG_NONE && d->file >= img->n_files))
+                if (d->fd < 0 || d->kind == 0 || d->kind >= _IMG_FD_MAX || d->share > IMG_FD_FOLLOWER ||
+                    (d->file != IMG_NONE && d->file >= img->n_files) || !memchr(d->leader, 0, sizeof d->leader))
                         return bad_meta(img, err, "corrupted metadata (descriptor record %zu)", i);
                 for (size_t k = 0; k < i; k++)
                         if (img->fds[k].d.fd == d->fd)

@@ -219,19 +219,33 @@ enum img_fd_kind {
         IMG_FD_DIRECTORY,
         IMG_FD_CHARDEV,                    /* /dev/null, /dev/zero, /dev/urandom, ... */
         IMG_FD_TTY,                        /* a terminal opened by the program */
+        IMG_FD_PIPE,                       /* one end of a pipe */
         _IMG_FD_MAX,
+};
+
+/* An open file description shared by several processes is saved by one of
+ * them, its leader; the others' records say whose it is (follower). */
+enum img_fd_share {
+        IMG_FD_OWN = 0,                    /* saved here (this process is its leader) */
+        IMG_FD_FOLLOWER,                   /* the same description as leader's leader_fd */
 };
 
 struct img_fd {
         int32_t fd;
         uint32_t kind;
-        uint32_t flags;                    /* F_GETFL */
-        uint32_t fdflags;                  /* F_GETFD */
+        uint32_t flags;                    /* F_GETFL: per description */
+        uint32_t fdflags;                  /* F_GETFD: per descriptor (FD_CLOEXEC) */
         int64_t offset;
-        uint64_t size;                     /* file size at checkpoint (regular) */
+        uint64_t size;                     /* file size at checkpoint (regular); pipe: bytes buffered */
         uint64_t rdev;
+        uint64_t dev, ino;                 /* identity of what it refers to */
         uint32_t file;                     /* index of an IMG_R_FILE record, or IMG_NONE */
         uint32_t path_len;                 /* path follows (no NUL) */
+        uint32_t share;                    /* enum img_fd_share */
+        int32_t leader_fd;                 /* follower: the leader's descriptor */
+        uint32_t aux;                      /* kind-specific (pipe: the other end is in the computation) */
+        uint32_t reserved;
+        char leader[128];                  /* follower: upid of the leader; pipe write end: of the pipe's creator */
 };
 
 struct img_sigaction {

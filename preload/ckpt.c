@@ -62,12 +62,85 @@ static int send_done(uint64_t gen, int phase, int status, const char *detail, ui
         return proto_send(rt.coord_fd, &m);
 }
 
+/* One message of pushback: an exchange (KV_GET, WHO_IS) that meets an abort
+ * or a kill hands it back, so the phase loop sees it. */
+static struct proto_msg pushed;
+static bool have_pushed;
+
+int rt_recv(struct proto_msg *m, int timeout_ms) {
+        if (have_pushed) {
+                *m = pushed;
+                have_pushed = false;
+                return 0;
+        }
+        if (rt.coord_fd < 0)
+                return -ENOTCONN;
+        return proto_recv(rt.coord_fd, m, timeout_ms);
+}
+
+void rt_unrecv(const struct proto_msg *m) {
+        pushed = *m;
+        have_pushed = true;
+}
+
+int rt_kv_put(const char *key, const void *value, size_t len) {
+        if (rt.coord_fd < 0)
+                return -ENOTCONN;
+        if (len > PROTO_VALUE_MAX || strlen(key) > PROTO_KEY_MAX)
+                return -E2BIG;
+        struct proto_msg m;
+        proto_init(&m, PROTO_KV_PUT);
+        strscpy(m.u.kv.key, key, sizeof m.u.kv.key);
+        m.u.kv.value_len = (uint32_t) len;
+        memcpy(m.u.kv.value, value, len);
+        return proto_send(rt.coord_fd, &m);
+}
+
+int rt_exchange(struct proto_msg *m, uint16_t reply_type, bool (*match)(const struct proto_msg *reply, const void *arg),
+                const void *arg) {
+        if (rt.coord_fd < 0)
+                return -ENOTCONN;
+        int r = proto_send(rt.coord_fd, m);
+        if (r < 0)
+                return r;
+        for (;;) {
+                r = rt_recv(m, 30000);
+                if (r < 0)
+                        return r;
+                if (m->type == reply_type && match(m, arg))
+                        return 0;
+                if ((m->type == PROTO_CKPT_ABORT && m->u.ckpt_abort.generation == rt.generation) ||
+                    m->type == PROTO_KILL || (m->type == PROTO_PHASE_GO && m->u.phase_go.phase >= PROTO_PH_RST_JOIN)) {
+                        rt_unrecv(m);
+                        return -ECANCELED;
+                }
+        }
+}
+
+static bool kv_match(const struct proto_msg *reply, const void *key) {
+        return !strcmp(reply->u.kv.key, key);
+}
+
+int rt_kv_get(const char *key, void *value, size_t size, size_t *len) {
+        struct proto_msg m;
+        proto_init(&m, PROTO_KV_GET);
+        strscpy(m.u.kv.key, key, sizeof m.u.kv.key);
+        int r = rt_exchange(&m, PROTO_KV_VALUE, kv_match, key);
+        if (r < 0)
+                return r;
+        if (!m.u.kv.found)
+                return -ENOENT;
+        *len = MIN((size_t) m.u.kv.value_len, size);
+        memcpy(value, m.u.kv.value, *len);
+        return 0;
+}
+
 /* Wait for PHASE_GO(phase) of this generation. Returns 0, or -ECANCELED on
  * CKPT_ABORT, or -ECONNRESET when the coordinator is gone. */
 static int wait_go(const struct ckpt_run *c, int phase) {
         for (;;) {
                 struct proto_msg m;
-                int r = proto_recv(rt.coord_fd, &m, -1);
+                int r = rt_recv(&m, -1);
                 if (r < 0)
                         return -ECONNRESET;
                 if (m.type == PROTO_PHASE_GO && m.u.phase_go.generation == c->begin.generation &&
@@ -89,6 +162,7 @@ static void fail_detail(char *buf, size_t size, const char *what) {
 }
 
 static void resume_program(struct ckpt_run *c) {
+        rt_fds_after_drain();   /* owners back, if an abort came before */
         if (c->suspended) {
                 rt_threads_resume();
                 c->suspended = false;
@@ -131,7 +205,7 @@ static void abandon(struct ckpt_run *c, int phase, int r, const char *what) {
          * to the next checkpoint, then say we run. */
         for (;;) {
                 struct proto_msg m;
-                if (proto_recv(rt.coord_fd, &m, 30000) < 0)
+                if (rt_recv(&m, 30000) < 0)
                         break;
                 if (m.type == PROTO_CKPT_ABORT || m.type == PROTO_CKPT_COMMITTED)
                         break;
@@ -210,7 +284,9 @@ static pid_t spawn_writer(int img_fd, int pipe_wr, const struct wr_request *req)
 static int wait_writer(struct ckpt_run *c, struct wr_result *res) {
         for (;;) {
                 struct pollfd p[2] = { { c->writer_pipe, POLLIN, 0 }, { rt.coord_fd, POLLIN, 0 } };
-                int n = poll(p, 2, -1);
+                int n = have_pushed ? 0 : poll(p, 2, -1);
+                if (have_pushed)
+                        p[0].revents = 0, p[1].revents = POLLIN;
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (p[0].revents) {
@@ -229,7 +305,7 @@ static int wait_writer(struct ckpt_run *c, struct wr_result *res) {
                 }
                 if (p[1].revents) {
                         struct proto_msg m;
-                        if (proto_recv(rt.coord_fd, &m, 1000) < 0)
+                        if (rt_recv(&m, 1000) < 0)
                                 return -ECONNRESET;
                         if (m.type == PROTO_CKPT_ABORT && m.u.ckpt_abort.generation == c->begin.generation)
                                 return -ECANCELED;
@@ -275,9 +351,13 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         if (r < 0)
                 return abandon(&c, PROTO_PH_SUSPEND, r, err);
         r = rt_wait_children(begin, err, sizeof err);
-        if (r == -ECANCELED || r == -EINTR || r == -ECONNRESET)
+        if (r == -ECANCELED)
+                goto aborted_pushed;
+        if (r == -ECONNRESET)
                 goto aborted;
         if (r < 0)
+                return abandon(&c, PROTO_PH_SUSPEND, r, err);
+        if ((r = rt_fds_scan(err, sizeof err)) < 0)
                 return abandon(&c, PROTO_PH_SUSPEND, r, err);
         uint64_t t_suspended = now_usec(CLOCK_MONOTONIC);
         rt_trace("threads suspended");
@@ -285,18 +365,28 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         if ((r = wait_go(&c, PROTO_PH_SUSPEND)) < 0)
                 goto aborted;
 
-        /* Nothing shared between processes is checkpointed yet (capture
-         * refuses pipes and sockets), so nothing to publish, drain or refill. */
+        /* Descriptors shared between processes: elect who saves each. */
+        if ((r = rt_fds_elect(err, sizeof err)) < 0)
+                return abandon(&c, PROTO_PH_ELECT, r, err);
         send_done(gen, PROTO_PH_ELECT, 0, NULL, 0, 0, 0);
         if ((r = wait_go(&c, PROTO_PH_ELECT)) < 0)
                 goto aborted;
+        r = rt_fds_resolve(err, sizeof err);
+        if (r == -ECANCELED)
+                goto aborted_pushed;
+        if (r < 0)
+                return abandon(&c, PROTO_PH_DRAIN, r, err);
         send_done(gen, PROTO_PH_DRAIN, 0, NULL, 0, 0, 0);
         if ((r = wait_go(&c, PROTO_PH_DRAIN)) < 0)
                 goto aborted;
+        rt_fds_after_drain();
 
         rt_trace("drain released");
         /* Capture. */
-        if ((r = rt_fds_capture(err, sizeof err)) < 0 || (r = rt_signals_capture(err, sizeof err)) < 0 ||
+        r = rt_fds_capture(err, sizeof err);
+        if (r == -ECANCELED)
+                goto aborted_pushed;
+        if (r < 0 || (r = rt_signals_capture(err, sizeof err)) < 0 ||
             (r = rt_proc_capture(&rt_cap->proc, rt_cap->exe, sizeof rt_cap->exe, rt_cap->cwd, sizeof rt_cap->cwd,
                                  rt_cap->auxv, &rt_cap->auxv_len, err, sizeof err)) < 0 ||
             (r = rt_mem_capture(cow, err, sizeof err)) < 0)
@@ -351,6 +441,8 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         send_done(gen, PROTO_PH_CAPTURE, 0, NULL, 0, 0, t_captured - t_suspended);
         if ((r = wait_go(&c, PROTO_PH_CAPTURE)) < 0)
                 goto aborted;
+        if ((r = rt_fds_refill(err, sizeof err)) < 0)
+                return abandon(&c, PROTO_PH_REFILL, r, err);
         send_done(gen, PROTO_PH_REFILL, 0, NULL, 0, 0, 0);
         if ((r = wait_go(&c, PROTO_PH_REFILL)) < 0)
                 goto aborted;
@@ -377,7 +469,7 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         /* Wait for the verdict. */
         for (;;) {
                 struct proto_msg m;
-                r = proto_recv(rt.coord_fd, &m, -1);
+                r = rt_recv(&m, -1);
                 if (r < 0) {
                         r = -ECONNRESET;
                         goto aborted;
@@ -401,6 +493,9 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         send_done(gen, PROTO_PH_RESUME, 0, NULL, 0, 0, 0);
         return;
 
+aborted_pushed:
+        /* An exchange met the abort (or the kill) and handed it back. */
+        r = wait_go(&c, -1);
 aborted:
         stop_writer(&c);
         resume_program(&c);
@@ -408,6 +503,7 @@ aborted:
                 rt_warn("lost the coordinator during checkpoint %llu; the program continues",
                         (unsigned long long) gen);
                 rt.coord_fd = safe_close(rt.coord_fd);
+                have_pushed = false;
                 return;
         }
         if (r == -EINTR) {
@@ -473,11 +569,12 @@ static void *ckpt_thread_main(void *arg) {
                         backoff_ms = 0;
                 }
                 struct proto_msg m;
-                int r = proto_recv(rt.coord_fd, &m, -1);
+                int r = rt_recv(&m, -1);
                 if (r < 0) {
                         rt_warn("lost the coordinator (%s); the program continues and will rejoin one",
                                 strerror(-r));
                         rt.coord_fd = safe_close(rt.coord_fd);
+                        have_pushed = false;
                         backoff_ms = 500;
                         continue;
                 }

@@ -24,7 +24,7 @@ static int none_save(const struct rt_fd_probe *p, struct rt_fd *out, char *err, 
         return 0;
 }
 
-static int open_install(const struct rt_fd *f, const char *path, char *err, size_t errsize) {
+static int open_install(struct rt_fd *f, const char *path, char *err, size_t errsize) {
         int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path,
                                     (long) ((f->d.flags & ~(uint32_t) (O_CREAT | O_EXCL | O_TRUNC)) | O_CLOEXEC), 0);
         if (fd < 0) {
@@ -37,13 +37,14 @@ static int open_install(const struct rt_fd *f, const char *path, char *err, size
         return r;
 }
 
-static int chardev_restore(const struct rt_fd *f, char *err, size_t errsize) {
+static int chardev_restore(struct rt_fd *f, char *err, size_t errsize) {
         return open_install(f, f->path, err, errsize);
 }
 
 const struct rt_fd_ops rt_fd_chardev_ops = {
         .kind = IMG_FD_CHARDEV,
         .name = "character device",
+        .shareable = true,
         .match = chardev_match,
         .save = none_save,
         .restore = chardev_restore,
@@ -53,7 +54,7 @@ static bool tty_match(const struct rt_fd_probe *p) {
         return S_ISCHR(p->st.st_mode) && is_tty_dev(p->st.st_rdev);
 }
 
-static int tty_restore(const struct rt_fd *f, char *err, size_t errsize) {
+static int tty_restore(struct rt_fd *f, char *err, size_t errsize) {
         if (open_install(f, "/dev/tty", err, errsize) == 0)
                 return 0;
         /* No controlling terminal: use the terminal on stdin, if any. */
@@ -68,6 +69,7 @@ static int tty_restore(const struct rt_fd *f, char *err, size_t errsize) {
 const struct rt_fd_ops rt_fd_tty_ops = {
         .kind = IMG_FD_TTY,
         .name = "terminal",
+        .shareable = true,
         .match = tty_match,
         .save = none_save,
         .restore = tty_restore,

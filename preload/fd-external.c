@@ -32,7 +32,7 @@ static void external_remember(int fd) {
                 rt.external[rt.n_external++] = (struct rt_external_fd) { fd, st.st_dev, st.st_ino };
 }
 
-static int external_restore(const struct rt_fd *f, char *err, size_t errsize) {
+static int external_restore(struct rt_fd *f, char *err, size_t errsize) {
         int fd = f->d.fd;
         if (raw_syscall2(SYS_fcntl, fd, F_GETFD) < 0) {
                 /* The restarting command has nothing there: give it /dev/null. */

@@ -62,7 +62,7 @@ static int reopen_flags(const struct rt_fd *f) {
         return (int) (f->d.flags & ~(uint32_t) (O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)) | O_CLOEXEC;
 }
 
-static int regular_restore(const struct rt_fd *f, char *err, size_t errsize) {
+static int regular_restore(struct rt_fd *f, char *err, size_t errsize) {
         int fd = -1;
         if (f->d.file != IMG_NONE) {
                 for (uint32_t i = 0; rt_incoming && i < rt_incoming->n_file_fds; i++)
@@ -100,6 +100,7 @@ static int regular_restore(const struct rt_fd *f, char *err, size_t errsize) {
 const struct rt_fd_ops rt_fd_regular_ops = {
         .kind = IMG_FD_REGULAR,
         .name = "regular file",
+        .shareable = true,
         .match = regular_match,
         .save = regular_save,
         .restore = regular_restore,
@@ -114,7 +115,7 @@ static int directory_save(const struct rt_fd_probe *p, struct rt_fd *out, char *
         return 0;
 }
 
-static int directory_restore(const struct rt_fd *f, char *err, size_t errsize) {
+static int directory_restore(struct rt_fd *f, char *err, size_t errsize) {
         int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) f->path,
                                     (long) ((f->d.flags & ~(uint32_t) (O_CREAT | O_EXCL | O_TRUNC)) | O_DIRECTORY | O_CLOEXEC), 0);
         if (fd < 0) {
@@ -132,6 +133,7 @@ static int directory_restore(const struct rt_fd *f, char *err, size_t errsize) {
 const struct rt_fd_ops rt_fd_directory_ops = {
         .kind = IMG_FD_DIRECTORY,
         .name = "directory",
+        .shareable = true,
         .match = directory_match,
         .save = directory_save,
         .restore = directory_restore,

@@ -1,6 +1,25 @@
-/* Descriptors: walk /proc/self/fd, hand each descriptor to its kind. */
+/* Descriptors through a checkpoint and a restart.
+ *
+ * Checkpoint:
+ *   SUSPEND   rt_fds_scan: list /proc/self/fd, find each one's kind, note
+ *             the owner (F_GETOWN_EX) of each shareable one.
+ *   ELECT     rt_fds_elect: make ourselves the owner of each (F_SETOWN) and
+ *             publish our list (KV "fds/<host>/<pid>").
+ *   DRAIN     rt_fds_resolve: the owner read back is the description's
+ *             leader, the same answer in every process sharing it; a
+ *             follower finds the leader's descriptor among the leader's
+ *             list with kcmp(2). Leaders publish what peers need and drain.
+ *   CAPTURE   rt_fds_after_drain puts the owners back (no one reads them any
+ *             more); rt_fds_capture records each descriptor.
+ *   REFILL    rt_fds_refill: drained data back.
+ * Restart:
+ *   RST_RESTORE  leaders recreate their descriptions (rt_fds_restore)
+ *   RST_CONNECT  followers receive theirs from the leaders over Unix
+ *                sockets (mailbox.c), kinds connect (rt_fds_connect)
+ *   RST_REFILL   kinds put data back (rt_fds_rst_refill) */
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <string.h>
 #include <sys/sysmacros.h>
 
@@ -14,6 +33,7 @@ static const struct rt_fd_ops *const kinds[] = {
         &rt_fd_directory_ops,
         &rt_fd_chardev_ops,
         &rt_fd_tty_ops,
+        &rt_fd_pipe_ops,
 };
 
 static int private_fds[RST_MAX_FILE_FDS + 16];
@@ -64,12 +84,10 @@ char *rt_strdup_state(const char *s) {
 
 int rt_fd_install(int newfd, int target, int fdflags) {
         if (newfd != target) {
-                if (raw_syscall3(SYS_dup3, newfd, target, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
-                        int r = -errno;
-                        raw_syscall1(SYS_close, newfd);
-                        return r ? r : -EBADF;
-                }
+                long r = raw_syscall3(SYS_dup3, newfd, target, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0);
                 raw_syscall1(SYS_close, newfd);
+                if (r < 0)
+                        return (int) r;
         } else
                 raw_syscall3(SYS_fcntl, target, F_SETFD, fdflags);
         return 0;
@@ -180,7 +198,7 @@ static int list_fds(int *fds, int max) {
 static const char *fd_kind_desc(const struct rt_fd_probe *p, char *buf, size_t size) {
         mode_t t = p->st.st_mode & S_IFMT;
         if (t == S_IFIFO)
-                return "pipe or FIFO";
+                return "FIFO";
         if (t == S_IFSOCK)
                 return "socket";
         if (t == S_IFCHR) {
@@ -198,9 +216,28 @@ static const char *fd_kind_desc(const struct rt_fd_probe *p, char *buf, size_t s
         return "unsupported descriptor";
 }
 
-int rt_fds_capture(char *err, size_t errsize) {
-        static int fds[65536];
-        int n = list_fds(fds, (int) ARRAY_SIZE(fds));
+static const struct rt_fd_ops *ops_of(const struct rt_fd *f) {
+        return f->ops;
+}
+
+static int probe(int fd, struct rt_fd_probe *p) {
+        char link[64];
+        p->fd = fd;
+        if (fstat(fd, &p->st) < 0)
+                return -errno;
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t k = raw_syscall3(SYS_readlink, (long) link, (long) p->path, sizeof p->path - 1);
+        p->path[k > 0 ? k : 0] = 0;
+        p->flags = (int) raw_syscall2(SYS_fcntl, fd, F_GETFL);
+        p->fdflags = (int) raw_syscall2(SYS_fcntl, fd, F_GETFD);
+        return 0;
+}
+
+int rt_fds_scan(char *err, size_t errsize) {
+        int *fds = rt_alloc(RT_ARENA_SCRATCH, 65536 * sizeof(int));
+        if (!fds)
+                return -ENOMEM;
+        int n = list_fds(fds, 65536);
         if (n < 0) {
                 snprintf(err, errsize, "cannot list descriptors: %s", strerror(-n));
                 return n;
@@ -212,47 +249,223 @@ int rt_fds_capture(char *err, size_t errsize) {
         for (int i = 0; i < n; i++) {
                 if (rt_fd_is_private(fds[i]))
                         continue;
-                struct rt_fd_probe p = { .fd = fds[i] };
-                char link[64];
-                if (fstat(p.fd, &p.st) < 0)
+                struct rt_fd_probe p;
+                if (probe(fds[i], &p) < 0)
                         continue;       /* closed meanwhile */
-                snprintf(link, sizeof link, "/proc/self/fd/%d", p.fd);
-                ssize_t k = raw_syscall3(SYS_readlink, (long) link, (long) p.path, sizeof p.path - 1);
-                p.path[k > 0 ? k : 0] = 0;
-                p.flags = (int) raw_syscall2(SYS_fcntl, p.fd, F_GETFL);
-                p.fdflags = (int) raw_syscall2(SYS_fcntl, p.fd, F_GETFD);
                 const struct rt_fd_ops *ops = NULL;
-                for (size_t k2 = 0; k2 < ARRAY_SIZE(kinds) && !ops; k2++)
-                        if (kinds[k2]->match(&p))
-                                ops = kinds[k2];
+                for (size_t k = 0; k < ARRAY_SIZE(kinds) && !ops; k++)
+                        if (kinds[k]->match(&p))
+                                ops = kinds[k];
                 if (!ops) {
                         char kb[64];
                         snprintf(err, errsize, "fd %d is a %s (%s), which cannot be checkpointed", p.fd,
                                  fd_kind_desc(&p, kb, sizeof kb), p.path);
                         return -EOPNOTSUPP;
                 }
-                struct rt_fd *f = &rt_cap->fds[rt_cap->n_fds];
+                struct rt_fd *f = &rt_cap->fds[rt_cap->n_fds++];
                 memset(f, 0, sizeof *f);
+                f->ops = ops;
+                f->st = p.st;
                 f->d.fd = p.fd;
                 f->d.kind = ops->kind;
                 f->d.flags = (uint32_t) p.flags;
                 f->d.fdflags = (uint32_t) p.fdflags;
                 f->d.file = IMG_NONE;
                 f->d.rdev = p.st.st_rdev;
-                int r = ops->save(&p, f, err, errsize);
-                if (r < 0)
-                        return r;
-                if (!f->path)
-                        f->path = rt_strdup_state(p.path);
+                f->d.dev = p.st.st_dev;
+                f->d.ino = p.st.st_ino;
+                f->d.leader_fd = -1;
+                f->shareable = ops->shareable;
+                f->leader = true;
+                f->leader_pid = rt.pid;
+                f->path = rt_strdup_state(p.path);
                 if (!f->path)
                         return -ENOMEM;
-                f->d.path_len = (uint32_t) strlen(f->path);
-                rt_cap->n_fds++;
+                if (f->shareable) {
+                        struct f_owner_ex o = { 0 };
+                        if (raw_syscall3(SYS_fcntl, p.fd, F_GETOWN_EX, (long) &o) == 0) {
+                                f->owner_type = o.type;
+                                f->owner_pid = o.pid;
+                        } else
+                                f->shareable = false;   /* no owner to elect with */
+                }
         }
         return 0;
 }
 
-static const struct rt_fd_ops *ops_of(uint32_t kind) {
+/* Our shareable descriptors, published for the processes that share them:
+ * "fds/<host>/<pid>/<page>" = upid + entries. */
+struct fds_entry {
+        int32_t fd;
+        uint32_t kind;
+        uint64_t dev, ino;
+};
+
+struct fds_page {
+        char upid[PROTO_ID_MAX + 1];
+        uint32_t n;
+        uint32_t more;                  /* another page follows */
+        struct fds_entry e[(PROTO_VALUE_MAX - PROTO_ID_MAX - 1 - 8) / sizeof(struct fds_entry)];
+};
+
+static void fds_key(char *key, size_t size, pid_t pid, uint32_t page) {
+        snprintf(key, size, "fds/%s/%d/%u", host_name(), (int) pid, page);
+}
+
+static bool elected;    /* owners changed: put them back */
+
+int rt_fds_elect(char *err, size_t errsize) {
+        struct fds_page pg;
+        memset(&pg, 0, sizeof pg);
+        strscpy(pg.upid, rt.cfg.upid, sizeof pg.upid);
+        uint32_t page = 0;
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                if (!f->shareable)
+                        continue;
+                /* The last process to set the owner wins; everyone reads the
+                 * same winner back after the barrier. */
+                struct f_owner_ex o = { F_OWNER_PID, rt.pid };
+                elected = true;
+                if (raw_syscall3(SYS_fcntl, f->d.fd, F_SETOWN_EX, (long) &o) < 0) {
+                        f->shareable = false;
+                        continue;
+                }
+                if (pg.n == ARRAY_SIZE(pg.e)) {
+                        pg.more = 1;
+                        char key[PROTO_KEY_MAX + 1];
+                        fds_key(key, sizeof key, rt.pid, page++);
+                        int r = rt_kv_put(key, &pg, sizeof pg);
+                        if (r < 0)
+                                return r;
+                        pg.n = 0;
+                        pg.more = 0;
+                }
+                pg.e[pg.n++] = (struct fds_entry) { f->d.fd, f->d.kind, f->d.dev, f->d.ino };
+        }
+        char key[PROTO_KEY_MAX + 1];
+        fds_key(key, sizeof key, rt.pid, page);
+        int r = rt_kv_put(key, &pg, offsetof(struct fds_page, e) + pg.n * sizeof(struct fds_entry));
+        if (r < 0)
+                snprintf(err, errsize, "cannot publish descriptors: %s", strerror(-r));
+        return r;
+}
+
+/* Which of the leader's descriptors is the same description as our fd? */
+static int find_leader_fd(struct rt_fd *f, char *leader_upid, size_t size) {
+        for (uint32_t page = 0;; page++) {
+                struct fds_page pg;
+                size_t len;
+                char key[PROTO_KEY_MAX + 1];
+                fds_key(key, sizeof key, f->leader_pid, page);
+                int r = rt_kv_get(key, &pg, sizeof pg, &len);
+                if (r < 0)
+                        return r;
+                if (len < offsetof(struct fds_page, e) || pg.n > ARRAY_SIZE(pg.e) ||
+                    len < offsetof(struct fds_page, e) + pg.n * sizeof(struct fds_entry))
+                        return -EBADMSG;
+                pg.upid[sizeof pg.upid - 1] = 0;
+                for (uint32_t k = 0; k < pg.n; k++) {
+                        const struct fds_entry *e = &pg.e[k];
+                        if (e->kind != f->d.kind || e->dev != f->d.dev || e->ino != f->d.ino)
+                                continue;
+                        long same = raw_syscall5(SYS_kcmp, rt.pid, f->leader_pid, KCMP_FILE, f->d.fd, e->fd);
+                        if (same == 0) {
+                                strscpy(leader_upid, pg.upid, size);
+                                return e->fd;
+                        }
+                }
+                if (!pg.more)
+                        return -ENOENT;
+        }
+}
+
+int rt_fds_resolve(char *err, size_t errsize) {
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                if (!f->shareable)
+                        continue;
+                struct f_owner_ex o = { 0 };
+                raw_syscall3(SYS_fcntl, f->d.fd, F_GETOWN_EX, (long) &o);
+                if (o.type == F_OWNER_PID && o.pid != rt.pid && o.pid > 0) {
+                        f->leader = false;
+                        f->leader_pid = o.pid;
+                        int lfd = find_leader_fd(f, f->d.leader, sizeof f->d.leader);
+                        if (lfd < 0) {
+                                snprintf(err, errsize, "fd %d (%s) is shared with process %d, which did not list it (%s)",
+                                         f->d.fd, f->path, (int) o.pid, strerror(-lfd));
+                                return lfd == -ENOENT ? -EPROTO : lfd;
+                        }
+                        f->d.share = IMG_FD_FOLLOWER;
+                        f->d.leader_fd = lfd;
+                }
+        }
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                const struct rt_fd_ops *ops = ops_of(f);
+                if (!f->leader)
+                        continue;
+                int r = 0;
+                if (ops->publish)
+                        r = ops->publish(f, err, errsize);
+                if (r == 0 && ops->drain)
+                        r = ops->drain(f, err, errsize);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+void rt_fds_after_drain(void) {
+        if (!elected)
+                return;
+        elected = false;
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                const struct rt_fd *f = &rt_cap->fds[i];
+                if (f->shareable) {
+                        struct f_owner_ex o = { f->owner_type, f->owner_pid };
+                        if (!o.type)
+                                o.type = F_OWNER_PID;
+                        raw_syscall3(SYS_fcntl, f->d.fd, F_SETOWN_EX, (long) &o);
+                }
+        }
+}
+
+int rt_fds_capture(char *err, size_t errsize) {
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                if (!f->leader)
+                        continue;
+                struct rt_fd_probe p;
+                if (probe(f->d.fd, &p) < 0) {
+                        snprintf(err, errsize, "fd %d vanished during the checkpoint", f->d.fd);
+                        return -EBADF;
+                }
+                int r = ops_of(f)->save(&p, f, err, errsize);
+                if (r < 0)
+                        return r;
+        }
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                f->d.path_len = f->path ? (uint32_t) strlen(f->path) : 0;
+        }
+        return 0;
+}
+
+int rt_fds_refill(char *err, size_t errsize) {
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                const struct rt_fd_ops *ops = ops_of(f);
+                if (f->leader && ops->refill) {
+                        int r = ops->refill(f, err, errsize);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+static const struct rt_fd_ops *ops_by_kind(uint32_t kind) {
         for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
                 if (kinds[i]->kind == kind)
                         return kinds[i];
@@ -262,8 +475,10 @@ static const struct rt_fd_ops *ops_of(uint32_t kind) {
 int rt_fds_restore(char *err, size_t errsize) {
         /* Close what the restarting process had open and the program did not:
          * saved descriptors are recreated below, inherited ones are kept. */
-        static int fds[65536];
-        int n = list_fds(fds, (int) ARRAY_SIZE(fds));
+        int *fds = rt_alloc(RT_ARENA_SCRATCH, 65536 * sizeof(int));
+        if (!fds)
+                return -ENOMEM;
+        int n = list_fds(fds, 65536);
         for (int i = 0; i < n; i++) {
                 if (rt_fd_is_private(fds[i]))
                         continue;
@@ -274,16 +489,64 @@ int rt_fds_restore(char *err, size_t errsize) {
                 if (!keep)
                         raw_syscall1(SYS_close, fds[i]);
         }
+        int r = rt_mailbox_open();
+        if (r < 0) {
+                snprintf(err, errsize, "cannot open the descriptor mailbox: %s", strerror(-r));
+                return r;
+        }
         for (uint32_t k = 0; k < rt_cap->n_fds; k++) {
-                const struct rt_fd *f = &rt_cap->fds[k];
-                const struct rt_fd_ops *ops = ops_of(f->d.kind);
-                if (!ops) {
+                struct rt_fd *f = &rt_cap->fds[k];
+                f->ops = ops_by_kind(f->d.kind);
+                f->restored = false;
+                if (!f->ops) {
                         snprintf(err, errsize, "fd %d: unknown kind %u", f->d.fd, f->d.kind);
                         return -EINVAL;
                 }
-                int r = ops->restore(f, err, errsize);
+                if (f->d.share == IMG_FD_FOLLOWER)
+                        continue;
+                r = ops_of(f)->restore(f, err, errsize);
                 if (r < 0)
                         return r;
+                f->restored = r == 0;
         }
+        return 0;
+}
+
+int rt_fds_connect(char *err, size_t errsize) {
+        for (uint32_t k = 0; k < rt_cap->n_fds; k++) {
+                struct rt_fd *f = &rt_cap->fds[k];
+                int r = 0;
+                if (f->d.share == IMG_FD_FOLLOWER)
+                        r = rt_mailbox_request(f->d.leader, RT_MB_DESC, (uint64_t) f->d.leader_fd, f->d.fd,
+                                               (int) f->d.fdflags);
+                else if (!f->restored && ops_of(f)->connect)
+                        r = ops_of(f)->connect(f, err, errsize);
+                if (r < 0) {
+                        if (!err[0])
+                                snprintf(err, errsize, "fd %d: %s", f->d.fd, strerror(-r));
+                        return r;
+                }
+        }
+        return rt_mailbox_run(err, errsize);
+}
+
+int rt_fds_rst_refill(char *err, size_t errsize) {
+        for (uint32_t k = 0; k < rt_cap->n_fds; k++) {
+                struct rt_fd *f = &rt_cap->fds[k];
+                const struct rt_fd_ops *ops = ops_of(f);
+                if (f->d.share == IMG_FD_FOLLOWER)
+                        continue;
+                if (ops->rst_refill) {
+                        int r = ops->rst_refill(f, err, errsize);
+                        if (r < 0)
+                                return r;
+                }
+                /* Who gets its SIGIO/SIGURG (pids are the same after a restart). */
+                if (f->owner_type && f->owner_pid) {
+                        struct f_owner_ex o = { f->owner_type, f->owner_pid };
+                        raw_syscall3(SYS_fcntl, f->d.fd, F_SETOWN_EX, (long) &o);
+                }
+        }
+        rt_mailbox_close();
         return 0;
 }

@@ -121,29 +121,22 @@ static void proc_comm(pid_t pid, char *buf, size_t size) {
                 strscpy(buf, "?", size);
 }
 
-/* Ask the coordinator about one process. Other messages that can arrive now
- * (the checkpoint aborted, killed) end the wait. */
-static int who_is(pid_t pid, const struct proto_ckpt_begin *begin, uint8_t *status) {
+static bool who_match(const struct proto_msg *reply, const void *pid) {
+        return reply->u.who.pid == *(const uint32_t *) pid;
+}
+
+/* Ask the coordinator about one process. -ECANCELED: the checkpoint was
+ * aborted or we are killed meanwhile (rt_recv has the message). */
+static int who_is(pid_t pid, uint8_t *status) {
         struct proto_msg m;
         proto_init(&m, PROTO_WHO_IS);
-        m.u.who_is.pid = (uint32_t) pid;
+        uint32_t p = (uint32_t) pid;
+        m.u.who_is.pid = p;
         strscpy(m.u.who_is.host, host_name(), sizeof m.u.who_is.host);
-        int r = proto_send(rt.coord_fd, &m);
-        if (r < 0)
-                return r;
-        for (;;) {
-                r = proto_recv(rt.coord_fd, &m, 30000);
-                if (r < 0)
-                        return r;
-                if (m.type == PROTO_WHO && m.u.who.pid == (uint32_t) pid) {
-                        *status = m.u.who.status;
-                        return 0;
-                }
-                if (m.type == PROTO_CKPT_ABORT && m.u.ckpt_abort.generation == begin->generation)
-                        return -ECANCELED;
-                if (m.type == PROTO_KILL)
-                        return -EINTR;
-        }
+        int r = rt_exchange(&m, PROTO_WHO, who_match, &p);
+        if (r == 0)
+                *status = m.u.who.status;
+        return r == -ECANCELED ? r : r < 0 ? -ECONNRESET : 0;
 }
 
 int rt_wait_children(const struct proto_ckpt_begin *begin, char *err, size_t errsize) {
@@ -179,7 +172,7 @@ int rt_wait_children(const struct proto_ckpt_begin *begin, char *err, size_t err
                                 break;
                         }
                         uint8_t status;
-                        int r = who_is(pid, begin, &status);
+                        int r = who_is(pid, &status);
                         if (r < 0)
                                 return r;
                         if (status == PROTO_WHO_IN_ROUND)

@@ -40,7 +40,7 @@ static _Noreturn void restart_fail(const char *fmt, ...) {
 static void wait_rst_go(int phase) {
         for (;;) {
                 struct proto_msg m;
-                int r = proto_recv(rt.coord_fd, &m, -1);
+                int r = rt_recv(&m, -1);
                 if (r < 0)
                         restart_fail("lost the coordinator during the restart (%s)", strerror(-r));
                 if (m.type == PROTO_PHASE_GO && m.u.phase_go.phase == phase)
@@ -50,7 +50,7 @@ static void wait_rst_go(int phase) {
         }
 }
 
-static void send_rst_done(int phase) {
+void rt_rst_done(int phase) {
         struct proto_msg m;
         proto_init(&m, PROTO_PHASE_DONE);
         m.u.phase_done.generation = rt.generation;
@@ -138,11 +138,16 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
         strscpy(rt.cfg.comp_id, begin->comp_id, sizeof rt.cfg.comp_id);
 
         wait_rst_go(PROTO_PH_RST_JOIN);
-        send_rst_done(PROTO_PH_RST_RESTORE);
+        rt_rst_done(PROTO_PH_RST_RESTORE);
         wait_rst_go(PROTO_PH_RST_RESTORE);
-        send_rst_done(PROTO_PH_RST_CONNECT);
-        wait_rst_go(PROTO_PH_RST_CONNECT);
-        send_rst_done(PROTO_PH_RST_REFILL);
+        /* Descriptors shared with other processes; DONE(RST_CONNECT) is
+         * sent from there when ours are all in, then it serves the others
+         * until GO(RST_CONNECT). */
+        if (rt_fds_connect(err, sizeof err) < 0)
+                restart_fail("%s", err);
+        if (rt_fds_rst_refill(err, sizeof err) < 0)
+                restart_fail("%s", err);
+        rt_rst_done(PROTO_PH_RST_REFILL);
         wait_rst_go(PROTO_PH_RST_REFILL);
 
         /* Unmap the restorer only once every thread has left its code: a
@@ -178,5 +183,5 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
         rt.restart_count++;
         rt_threads_resume();
         rt_env_after_restart();
-        send_rst_done(PROTO_PH_RST_RESUME);
+        rt_rst_done(PROTO_PH_RST_RESUME);
 }

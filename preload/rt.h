@@ -14,6 +14,7 @@
 
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <sys/types.h>
 
@@ -119,6 +120,16 @@ struct rt_state {
 struct rt_fd {
         struct img_fd d;
         const char *path;
+        /* The runtime's own, through a checkpoint or restart: */
+        const void *ops;                /* its kind (const struct rt_fd_ops *) */
+        struct stat st;
+        int owner_type, owner_pid;      /* F_GETOWN_EX before the election */
+        bool shareable;
+        bool leader;                    /* we save (and restore) the description */
+        pid_t leader_pid;
+        uint8_t *data;                  /* drained bytes (state arena) */
+        size_t data_len;
+        bool restored;                  /* restart: in place */
 };
 
 struct rt_file {
@@ -202,10 +213,33 @@ int rt_proc_capture(struct img_process *p, char *exe, size_t exesize, char *cwd,
                     uint8_t *auxv, size_t *auxv_len, char *err, size_t errsize);
 int rt_proc_restore(void);
 
-/* fd.c */
+/* fd.c: descriptors through a checkpoint (phase by phase) and a restart */
 int rt_fds_record_external(void);
-int rt_fds_capture(char *err, size_t errsize);
-int rt_fds_restore(char *err, size_t errsize);
+int rt_fds_scan(char *err, size_t errsize);        /* SUSPEND: list, classify */
+int rt_fds_elect(char *err, size_t errsize);       /* after GO(SUSPEND) */
+int rt_fds_resolve(char *err, size_t errsize);     /* after GO(ELECT): leaders, drain */
+void rt_fds_after_drain(void);                     /* after GO(DRAIN) */
+int rt_fds_capture(char *err, size_t errsize);     /* CAPTURE */
+int rt_fds_refill(char *err, size_t errsize);      /* REFILL */
+int rt_fds_restore(char *err, size_t errsize);     /* restart: RST_RESTORE */
+int rt_fds_connect(char *err, size_t errsize);     /* restart: RST_CONNECT (waits for GO) */
+int rt_fds_rst_refill(char *err, size_t errsize);  /* restart: RST_REFILL */
+
+/* ckpt.c: the checkpoint thread's messages, with one message of pushback
+ * for request/reply exchanges (KV_GET, WHO_IS) that must not swallow an
+ * abort arriving meanwhile. */
+int rt_recv(struct proto_msg *m, int timeout_ms);
+void rt_rst_done(int phase);                       /* restart.c: PHASE_DONE of a restart phase */
+void rt_unrecv(const struct proto_msg *m);
+/* Send a request and wait for its reply (reply_type, match); an abort or
+ * kill arriving first is handed back to rt_recv and gives -ECANCELED. */
+int rt_exchange(struct proto_msg *m, uint16_t reply_type, bool (*match)(const struct proto_msg *reply, const void *arg),
+                const void *arg);
+/* The coordinator's key-value store of the computation, from the checkpoint
+ * thread. rt_kv_get: 0, -ENOENT, -ECANCELED (an abort or kill came and is
+ * handed back to rt_recv), -errno. */
+int rt_kv_put(const char *key, const void *value, size_t len);
+int rt_kv_get(const char *key, void *value, size_t size, size_t *len);
 bool rt_fd_is_private(int fd);
 int rt_fd_move_private(int fd);                    /* dup to >= RT_FD_BASE, CLOEXEC */
 void rt_fd_set_private(int fd, bool on);           /* hide one of our descriptors */

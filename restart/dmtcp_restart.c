@@ -308,9 +308,19 @@ static void inspect(const struct rst_image *im) {
                        pr->r.prot & 4 ? 'x' : '-', img_region_kind_name(pr->r.kind), pr->n_blocks,
                        (unsigned long long) (bytes / 1024), pr->r.file != IMG_NONE ? img->files[pr->r.file].path.s : pr->name.s);
         }
-        for (size_t i = 0; i < img->n_fds; i++)
-                printf("  fd %d: %s %s offset %lld\n", img->fds[i].d.fd, img_fd_kind_name(img->fds[i].d.kind),
-                       img->fds[i].path.s, (long long) img->fds[i].d.offset);
+        for (size_t i = 0; i < img->n_fds; i++) {
+                const struct img_fd *d = &img->fds[i].d;
+                printf("  fd %d: %s %s", d->fd, img_fd_kind_name(d->kind), img->fds[i].path.s);
+                if (d->share == IMG_FD_FOLLOWER)
+                        printf(", shared: fd %d of process %s\n", d->leader_fd, d->leader);
+                else if (d->kind == IMG_FD_PIPE)
+                        printf(", %s end, %llu bytes in it, capacity %lld, other end %s%s\n",
+                               (d->flags & O_ACCMODE) == O_RDONLY ? "read" : "write", (unsigned long long) d->size,
+                               (long long) d->offset, d->aux ? "in process " : "not in the computation",
+                               d->aux ? d->leader : "");
+                else
+                        printf(" offset %lld\n", (long long) d->offset);
+        }
 }
 
 /* --- process creation ---------------------------------------------------- */
