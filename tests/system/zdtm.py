@@ -201,7 +201,7 @@ class Env:
                 put(p, "zdtm-bin/" + f)
         self.zdtm_bin = os.path.join(self.stage, "zdtm-bin")
         for f in os.listdir(ZDTM_SRC):
-            if f.endswith((".py", ".pl")):
+            if f.endswith((".py", ".pl", ".sh")):
                 put(os.path.join(ZDTM_SRC, f), "zdtm-src/" + f)
         self.zdtm_src = os.path.join(self.stage, "zdtm-src")
 
@@ -661,6 +661,9 @@ SPECS = {
     # Two processes, pipes between them and in each, a description shared
     # by both, bytes in flight at the checkpoint.
     "pipes": lambda t: Spec(program(t, "pipes"), progress=100),
+    # A shell pipeline: a forked subshell, an exec'd cat and a Python
+    # consumer, the pipes between them full at every checkpoint.
+    "pipeline": lambda t: Spec(script(t, "/bin/bash", "pipeline.sh"), progress=20),
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
 }
