@@ -33,8 +33,10 @@
 #include "config.h"
 #include "log.h"
 #include "manifest.h"
+#include "polkit.h"
 #include "raw-syscall.h"
 #include "restart.h"
+#include "rst-caps.h"
 #include "util.h"
 
 __attribute__((used, visibility("default"))) const int dmtcp_tool_marker = 1;
@@ -194,9 +196,8 @@ static int file_crc32(const char *path, uint32_t *out) {
 }
 
 static bool caller_may_override_uid(void) {
-        /* polkit authorization (org.dmtcp.restart-foreign-image) comes with
-         * the systemd integration; until then only root may. */
-        return geteuid() == 0;
+        /* root, or whom polkit authorizes for org.dmtcp.restart-foreign-image. */
+        return geteuid() == 0 || rst_polkit_may_restart_foreign_image() > 0;
 }
 
 static void validate(struct rst_image *im, const struct manifest *man, bool no_strict) {
@@ -519,6 +520,7 @@ static _Noreturn void exit_like(int st, bool restored, const struct status_reade
 int main(int argc, char **argv) {
         fail_rc = dmtcp_fail_rc();
         log_set_ident("dmtcp_restart");
+        (void) rst_caps_keep_only_restore();    /* a file capability: keep cap_checkpoint_restore only */
         struct rst_options o = {
                 .coord = { .mode = COORD_START_ANY, .port = -1, .interval = -1 },
                 .interval = -1, .fail_rc = fail_rc, .start_usec = now_usec(CLOCK_MONOTONIC),
