@@ -29,9 +29,10 @@ static int fail_rc;
 
 _printf_(1, 2) static _Noreturn void die(const char *fmt, ...) {
         char msg[2048];
+        int error = errno;      /* for %m */
         va_list ap;
         va_start(ap, fmt);
-        log_format(msg, sizeof msg, 0, fmt, ap);
+        log_format(msg, sizeof msg, error, fmt, ap);
         va_end(ap);
         fprintf(stderr, "dmtcp_launch: %s\n", msg);
         exit(fail_rc);

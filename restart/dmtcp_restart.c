@@ -48,9 +48,10 @@ static pid_t forward_to;
 
 _printf_(2, 3) static _Noreturn void die(int rc, const char *fmt, ...) {
         char msg[2048];
+        int error = errno;      /* for %m */
         va_list ap;
         va_start(ap, fmt);
-        log_format(msg, sizeof msg, 0, fmt, ap);
+        log_format(msg, sizeof msg, error, fmt, ap);
         va_end(ap);
         fprintf(stderr, "dmtcp_restart: %s\n", msg);
         exit(rc);
@@ -112,6 +113,12 @@ static void dir_of(const char *path, char *out, size_t size) {
                 *s = 0;
 }
 
+/* What cannot be read for lack of permission is a refused permission
+ * (rc+2), not an unusable image (rc+1). */
+static int rc_for_errno(int error) {
+        return error == EACCES || error == EPERM ? fail_rc + 2 : fail_rc + 1;
+}
+
 static size_t collect_images(char **args, int n, struct rst_image *ims, struct manifest *man, char *gen_dir,
                              size_t gsize) {
         size_t count = 0;
@@ -119,16 +126,18 @@ static size_t collect_images(char **args, int n, struct rst_image *ims, struct m
         for (int i = 0; i < n; i++) {
                 struct stat st;
                 if (stat(args[i], &st) < 0)
-                        die(fail_rc + 1, "%s: %m", args[i]);
+                        die(rc_for_errno(errno), "%s: %m", args[i]);
                 if (S_ISDIR(st.st_mode)) {
                         char dir[PATH_MAX], probe[PATH_MAX + 16];
                         if (!realpath(args[i], dir))
-                                die(fail_rc + 1, "%s: %m", args[i]);
+                                die(rc_for_errno(errno), "%s: %m", args[i]);
                         snprintf(probe, sizeof probe, "%s/MANIFEST", dir);
                         if (access(probe, F_OK) == 0)
                                 strscpy(gen_dir, dir, gsize);
                         else {
                                 int r = newest_generation(dir, gen_dir, gsize);
+                                if (r == -EACCES || r == -EPERM)
+                                        die(fail_rc + 2, "%s: %s", dir, strerror(-r));
                                 if (r < 0)
                                         die(fail_rc + 1, "%s holds no complete checkpoint (no gen-NNNNNN directory)", dir);
                         }
@@ -137,7 +146,7 @@ static size_t collect_images(char **args, int n, struct rst_image *ims, struct m
                         manifest_done(man);
                         int r = manifest_read(mpath, man);
                         if (r < 0)
-                                die(fail_rc + 1, "%s is unreadable or damaged (%s); this checkpoint cannot be used", mpath,
+                                die(rc_for_errno(-r), "%s is unreadable or damaged (%s); this checkpoint cannot be used", mpath,
                                     strerror(-r));
                         for (size_t k = 0; k < man->n_images; k++) {
                                 if (count >= MAX_IMAGES || !manifest_image_name_ok(man->images[k].name))
@@ -149,7 +158,7 @@ static size_t collect_images(char **args, int n, struct rst_image *ims, struct m
                         if (count >= MAX_IMAGES)
                                 die(fail_rc, "too many images");
                         if (!realpath(args[i], ims[count].path))
-                                die(fail_rc + 1, "%s: %m", args[i]);
+                                die(rc_for_errno(errno), "%s: %m", args[i]);
                         count++;
                 }
         }

@@ -20,8 +20,8 @@ static int self_start_time(uint64_t *ret) {
         const char *p = strrchr(buf, ')');      /* comm may contain spaces and ')' */
         if (!p)
                 return -EBADMSG;
-        p++;
-        for (int field = 2; field < 22; field++) {
+        p++;                                    /* at the blank before field 3 */
+        for (int field = 3; field < 22; field++) {
                 p = strchr(p + 1, ' ');
                 if (!p)
                         return -EBADMSG;
