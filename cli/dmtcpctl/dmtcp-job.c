@@ -36,7 +36,7 @@
 #include "util.h"
 
 #define EXIT_CONFIG 78
-#define COORD_IDLE_TIMEOUT "60"
+#define COORD_IDLE_TIMEOUT 60   /* seconds; the unit's DMTCP_IDLE_TIMEOUT= overrides */
 
 static const char *job;
 
@@ -306,7 +306,15 @@ static int cmd_post(void) {
 }
 
 static int cmd_coordinator(void) {
-        char tool[PATH_MAX], keep[16], dir[PATH_MAX], conf_path[PATH_MAX], err[1024];
+        char tool[PATH_MAX], keep[16], dir[PATH_MAX], conf_path[PATH_MAX], err[1024], idle[16];
+        int idle_s = COORD_IDLE_TIMEOUT;
+        const char *e = getenv("DMTCP_IDLE_TIMEOUT");
+        if (e && *e && parse_int_range(e, 1, 86400, &idle_s) < 0) {
+                log_warning("job %s: DMTCP_IDLE_TIMEOUT=%s is not a number of seconds from 1 to 86400; using %d", job, e,
+                            COORD_IDLE_TIMEOUT);
+                idle_s = COORD_IDLE_TIMEOUT;
+        }
+        snprintf(idle, sizeof idle, "%d", idle_s);
         if (find_tool("dmtcp_coordinator", "../daemon/dmtcp_coordinator", tool, sizeof tool) < 0)
                 return dmtcp_fail_rc();
         const char *argv[16];
@@ -315,7 +323,7 @@ static int cmd_coordinator(void) {
         argv[k++] = "--job";
         argv[k++] = job;
         argv[k++] = "--idle-timeout";
-        argv[k++] = COORD_IDLE_TIMEOUT;
+        argv[k++] = idle;
         /* A job with a job file checkpoints into its state directory and
          * keeps KEEP generations there; an ad-hoc job (systemd-run
          * dmtcp_launch --job NAME) decides its checkpoint directory itself. */

@@ -416,7 +416,9 @@ static void print_job(const struct job_view *v) {
                 char unit[128];
                 job_unit_name(v->name, unit, sizeof unit);
                 fmt_time(u->state_change_usec, when, sizeof when);
-                printf("  Unit: %s %s (%s) since %s", unit, u->active_state, u->sub_state, when);
+                printf("  Unit: %s %s (%s)", unit, u->active_state, u->sub_state);
+                if (u->state_change_usec)
+                        printf(" since %s", when);
                 if (u->main_pid)
                         printf(", main pid %" PRIu32, u->main_pid);
                 if (u->n_restarts)
@@ -517,6 +519,12 @@ static int wait_running(struct ctl *c, const char *job, const char *what) {
                 if (job_unit_info(c, job, &u) < 0)
                         return fail(EXIT_FAILED, "job %s: lost the user manager", job);
                 bool up = unit_is_up(&u) || !strcmp(u.sub_state, "auto-restart");
+                if (!up && u.exec_main_code == 1 /* CLD_EXITED */ && u.exec_main_status == 0 &&
+                    !strcmp(u.result, "success")) {
+                        if (!c->json)
+                                printf("job %s %s and has already finished (status 0)\n", job, what);
+                        return 0;
+                }
                 if (!up) {
                         describe_exit(&u, why, sizeof why);
                         return fail(EXIT_FAILED, "job %s failed to start (%s, %s); see journalctl --user-unit=%s", job,
@@ -782,6 +790,7 @@ static int print_result(struct ctl *c, const char *job, const struct proto_resul
                 json_string(&j, "job", job);
                 json_bool(&j, "ok", true);
                 json_string(&j, "message", res->message);
+                json_bool(&j, "committed", strcmp(what, "started") != 0);
                 json_u64(&j, "generation", res->generation);
                 json_u64(&j, "processes", res->processes);
                 json_u64(&j, "bytes", res->bytes);
@@ -791,7 +800,9 @@ static int print_result(struct ctl *c, const char *job, const struct proto_resul
                 json_finish(&j);
                 return 0;
         }
-        if (res->generation && res->dir[0]) {
+        if (!strcmp(what, "started") && res->generation)
+                printf("job %s: checkpoint generation %" PRIu64 " started\n", job, res->generation);
+        else if (res->generation && res->dir[0]) {
                 fmt_bytes(res->bytes, size, sizeof size);
                 printf("job %s: checkpoint generation %" PRIu64 " %s: %" PRIu32 " process%s, %s in %.3f s, %s\n", job,
                        res->generation, what, res->processes, res->processes == 1 ? "" : "es", size,
@@ -808,9 +819,14 @@ static int coord_error(const char *job, int r, const char *err) {
 }
 
 static int cmd_checkpoint(struct ctl *c, const char *job, bool wait) {
-        if (!coordinator_up(c, job))
+        if (!coordinator_up(c, job)) {
+                char conf_path[PATH_MAX];
+                if (job_conf_path(job, conf_path, sizeof conf_path) == 0 && access(conf_path, F_OK) < 0)
+                        return fail(EXIT_FAILED, "no job %s is running, so there is nothing to checkpoint; create one with "
+                                                 "dmtcpctl launch %s -- COMMAND...", job, job);
                 return fail(EXIT_FAILED, "job %s is not running, so there is nothing to checkpoint; start it with "
                                          "dmtcpctl start %s", job, job);
+        }
         struct proto_result res;
         char err[1024];
         bool progress = wait && !c->json && isatty(STDERR_FILENO);
@@ -820,7 +836,7 @@ static int cmd_checkpoint(struct ctl *c, const char *job, bool wait) {
                 return fail(EXIT_FAILED, "job %s: checkpoint failed: %s", job, err);
         if (r < 0)
                 return coord_error(job, r, err);
-        return print_result(c, job, &res, "committed");
+        return print_result(c, job, &res, wait ? "committed" : "started");
 }
 
 /* Processes of an ad-hoc job (no dmtcp@NAME unit running): known only to

@@ -1,18 +1,20 @@
 /* The program the systemd tests run as a job:
  *
- *   sdprog FILE [STEP_MS [EXIT_AT [STATUS]]]
+ *   sdprog FILE [STEP_MS [EXIT_AT [STATUS [MEM_MB]]]]
  *
  * Counts 1, 2, 3, ... every STEP_MS (default 100) ms. Each count is appended
  * to FILE as "tick N UID" (opened, written and closed each time, so no
  * descriptor state is involved) and printed on stdout (the job's journal
  * stream). The count lives only in memory: after a restart from a checkpoint
  * the file shows where the restored process went on from, which the tests
- * compare with where it was checkpointed. At count EXIT_AT it exits with
- * STATUS (default 0).
+ * compare with where it was checkpointed. At count EXIT_AT (0: never) it
+ * exits with STATUS (default 0). MEM_MB megabytes of memory filled with
+ * data that compresses poorly make its checkpoints take a while.
  *
  * It checks itself, too: a count that does not follow the previous one in
  * the same process (memory damage) is reported as "BAD" and exit 3. */
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,13 +37,24 @@ static void append(const char *path, const char *line) {
 }
 
 int main(int argc, char *argv[]) {
-        if (argc < 2 || argc > 5) {
-                fprintf(stderr, "usage: sdprog FILE [STEP_MS [EXIT_AT [STATUS]]]\n");
+        if (argc < 2 || argc > 6) {
+                fprintf(stderr, "usage: sdprog FILE [STEP_MS [EXIT_AT [STATUS [MEM_MB]]]]\n");
                 return 64;
         }
         long step = argc > 2 ? atol(argv[2]) : 100;
         long exit_at = argc > 3 ? atol(argv[3]) : 0;
         int status = argc > 4 ? atoi(argv[4]) : 0;
+        size_t mem = argc > 5 ? (size_t) atol(argv[5]) << 20 : 0;
+        if (mem) {
+                unsigned char *m = malloc(mem);
+                if (!m)
+                        return 5;
+                uint32_t x = 12345;
+                for (size_t i = 0; i < mem; i++) {
+                        x = x * 1103515245u + 12345u;
+                        m[i] = (unsigned char) (x >> 16);
+                }
+        }
         volatile long count = 0, shadow = 0;    /* shadow == count - 1 between steps */
         char line[64];
         for (;;) {

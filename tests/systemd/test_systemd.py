@@ -756,9 +756,15 @@ def test_launch_replace_kill(env):
     old = last_tick(out)
     time.sleep(0.3)
     check(last_tick(out) == old, "the old program is gone")
+    # dmtcpctl restart checkpoints even so, and resumes exactly there.
+    r = env.ctl("restart", "rep")
+    check("restarted from generation 1" in r.stdout, "restart output: %r" % r.stdout)
+    env.wait_ticks_past(out2, last_tick(out2) + 2)
+    v = tick_values(out2)
+    check(all(v[i] == v[i - 1] + 1 for i in range(1, len(v))), "a continuous count over the restart: %r" % v)
     # CHECKPOINT_ON_STOP=no: stop takes no checkpoint.
     r = env.ctl("stop", "rep")
-    check("without a checkpoint" in r.stdout and env.gens("rep") == [], "no stop checkpoint: %r" % r.stdout)
+    check("without a checkpoint" in r.stdout and env.gens("rep") == [1], "no stop checkpoint: %r" % r.stdout)
     # kill: no checkpoint either, even with CHECKPOINT_ON_STOP=yes.
     out3, _ = env.launch("k")
     env.wait_ticks_past(out3, 3)
@@ -1082,6 +1088,42 @@ def test_units_verify(env):
     open(bad, "w").write(open(os.path.join(env.unitdir, "dmtcp@.service")).read().replace("[Service]", "[Service]\nBogusKey=1"))
     r = env.run(["systemd-analyze", "--user", "verify", "dmtcp-broken@i.service"], timeout=60)
     check("BogusKey" in r.stderr, "verify reports a bad key: %r" % r.stderr)
+
+
+
+@test
+def test_progress_and_idle_exit(env):
+    """checkpoint --wait shows its progress on a terminal (and only there);
+    the coordinator exits when idle while its socket stays, dmtcpctl status
+    does not wake it, and the next connection does."""
+    if not shutil.which("script"):
+        raise Skip("script(1) is missing (Debian: bsdutils), needed for a terminal")
+    d = os.path.join(env.home, ".config", "systemd", "user", "dmtcp-coordinator@big.service.d")
+    os.makedirs(d)
+    open(os.path.join(d, "idle.conf"), "w").write("[Service]\nEnvironment=DMTCP_IDLE_TIMEOUT=2\n")
+    env.systemctl("daemon-reload")
+    out, _ = env.launch("big", 0, 0, 200)        # 200 MB to write: a checkpoint takes a while
+    env.wait_ticks_past(out, 2)
+    r = env.run(["script", "-qefc", "dmtcpctl checkpoint big --wait", "/dev/null"], timeout=120, check_rc=0)
+    check("\x1b[Kbig: checkpoint generation 1: phase" in r.stdout, "progress on a terminal: %r" % r.stdout[:400])
+    check(re.search(r"job big: checkpoint generation 1 committed: 1 process, [\d.]+ MiB", r.stdout), "result: %r" % r.stdout[-300:])
+    r = env.ctl("checkpoint", "big", "--wait")
+    check("\x1b" not in r.stdout + r.stderr and "generation 2 committed" in r.stdout, "no progress without a terminal: %r" % r.stdout)
+    r = env.ctl("checkpoint", "big")
+    check(r.stdout.strip() == "job big: checkpoint generation 3 started", "without --wait: %r" % r.stdout)
+    wait_until(lambda: env.gens("big") == [2, 3], 60, "generation 3 committed, 1 removed (KEEP=2): %r" % env.gens("big"))
+    env.ctl("kill", "big")
+    svc = "dmtcp-coordinator@big.service"
+    wait_until(lambda: env.show(svc, "ActiveState")["ActiveState"] == "inactive", 20, "the coordinator's idle exit")
+    st = env.show(svc, "Result", "ExecMainStatus")
+    check(st["Result"] == "success" and st["ExecMainStatus"] == "0", "a clean idle exit: %r" % st)
+    check(env.show("dmtcp-coordinator@big.socket", "ActiveState")["ActiveState"] == "active", "the socket stays")
+    s = json.loads(env.ctl("status", "big", "--json").stdout)
+    check(s["state"] == "stopped" and s["coordinator"] is None, "status without waking it: %r" % s)
+    check(env.show(svc, "ActiveState")["ActiveState"] == "inactive", "still asleep after status")
+    r = env.run(["dmtcp_command", "--job", "big", "-s"], check_rc=0, timeout=30)
+    check("NUM_PEERS=0" in r.stdout and env.show(svc, "ActiveState")["ActiveState"] == "active",
+          "a connection wakes it: %r" % r.stdout)
 
 
 def main():
