@@ -1231,8 +1231,12 @@ int main(int argc, char *argv[]) {
                 printf("%s %s\n", prog, DMTCP_VERSION);
                 return 0;
         }
-        if (!strcmp(cmd, "launch"))
-                return cmd_launch(&c, argc - 1, argv + 1);
+        if (!strcmp(cmd, "launch")) {
+                int r = cmd_launch(&c, argc - 1, argv + 1);
+                if (c.bus)
+                        sd_bus_flush_close_unref(c.bus);
+                return r;
+        }
 
         /* The other commands: NAME and a few flags, in any order. */
         const char *job = NULL;

@@ -116,7 +116,8 @@ int job_list_generations(const char *dir, uint64_t **ret) {
                 free(v);
                 return -E2BIG;
         }
-        qsort(v, n, sizeof *v, cmp_u64);
+        if (n > 1)
+                qsort(v, n, sizeof *v, cmp_u64);
         *ret = v;
         return (int) n;
 }
