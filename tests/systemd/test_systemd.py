@@ -989,6 +989,16 @@ def test_restart_capability(env):
     check("cap_checkpoint_restore" not in env.run(["getcap", restart]).stdout, "nothing set in a DESTDIR install")
     r = env.run(args, env=env.env({"MESON_INSTALL_PREFIX": env.root}), user=NOBODY, check_rc=0)
     check("only root can" in r.stdout, "non-root: says so: %r" % r.stdout)
+    # setcap failing as it does on a filesystem without extended attributes.
+    shim = os.path.join(env.tmp, "shim")
+    os.makedirs(shim)
+    open(os.path.join(shim, "setcap"), "w").write("#!/bin/sh\necho 'Failed to set capabilities on file: Operation not supported' >&2\nexit 1\n")
+    os.chmod(os.path.join(shim, "setcap"), 0o755)
+    e = env.env({"MESON_INSTALL_PREFIX": env.root})
+    e["PATH"] = shim + ":" + e["PATH"]
+    r = env.run(args, env=e, check_rc=0)
+    check("cannot set cap_checkpoint_restore on %s (Failed to set capabilities on file: Operation not supported; "
+          "a filesystem without extended attributes" % restart in r.stdout, "setcap failure: %r" % r.stdout)
     r = env.run(args, env=env.env({"MESON_INSTALL_PREFIX": env.root}), check_rc=0)
     if "cannot set cap_checkpoint_restore" in r.stdout:
         raise Skip("this filesystem cannot hold file capabilities: %s" % r.stdout.strip())
