@@ -490,9 +490,8 @@ static int unit_job(struct ctl *c, const char *job, const char *method, const ch
         char err[768];
         int r = usermgr_unit_job(c->bus, method, unit, timeout, err, sizeof err);
         if (r == -ENOENT)
-                return fail(EXIT_FAILED, "job %s: %s is not installed in your user manager; install dmtcp's units "
-                                         "(systemctl --user link PREFIX/lib/systemd/user/*.service *.socket) and retry",
-                            job, unit);
+                return fail(EXIT_FAILED, "job %s: %s is not known to your user manager; link dmtcp's units into it "
+                                         "(systemctl --user link PREFIX/lib/systemd/user/dmtcp*) and retry", job, unit);
         if (r == -ENOEXEC)
                 return fail(EXIT_FAILED, "job %s: %s refused to start: it has no job file; create it with dmtcpctl "
                                          "launch %s -- COMMAND...", job, unit, job);
@@ -600,16 +599,24 @@ static int resolve_program(const char *arg, const char *wd, char *out, size_t si
         return -ENOENT;
 }
 
+static bool adhoc_running(struct ctl *c, const char *job);
+
 static int discard_job(struct ctl *c, const char *job, const char *state_dir) {
         char unit[128], cunit[128], err[768];
         job_unit_name(job, unit, sizeof unit);
         job_coord_service_name(job, cunit, sizeof cunit);
         struct unit_info u;
-        if (job_unit_info(c, job, &u) == 0 && (unit_is_up(&u) || !strcmp(u.active_state, "deactivating"))) {
+        if (job_unit_info(c, job, &u) == 0 && (unit_is_up(&u) || !strcmp(u.active_state, "deactivating") ||
+                                               !strcmp(u.sub_state, "auto-restart"))) {
                 (void) write_no_checkpoint_flag(job);
                 int r = unit_job(c, job, "StopUnit", unit, STOP_TIMEOUT_USEC);
                 if (r)
                         return r;
+        } else if (adhoc_running(c, job)) {
+                struct proto_result res;
+                int r = ctl_coord_command(job, PROTO_CMD_KILL, 0, false, &res, err, sizeof err);
+                if (r < 0)
+                        return fail(EXIT_FAILED, "job %s: cannot end its running processes: %s", job, err);
         }
         /* Its coordinator remembers the old computation and settings. */
         if (usermgr_unit_job(c->bus, "StopUnit", cunit, STOP_TIMEOUT_USEC, err, sizeof err) < 0 &&
@@ -718,8 +725,13 @@ static int cmd_launch(struct ctl *c, int argc, char *argv[]) {
                 goto out;
         }
         job_unit_name(job, unit, sizeof unit);
-        struct unit_info u;
-        bool unit_up = job_unit_info(c, job, &u) == 0 && (unit_is_up(&u) || !strcmp(u.sub_state, "auto-restart"));
+        struct unit_info u = {};
+        if (job_unit_info(c, job, &u) == 0 && !strcmp(u.load_state, "not-found")) {
+                r = fail(EXIT_FAILED, "job %s: %s is not known to your user manager; link dmtcp's units into it "
+                                      "(systemctl --user link PREFIX/lib/systemd/user/dmtcp*) and retry", job, unit);
+                goto out;
+        }
+        bool unit_up = unit_is_up(&u) || !strcmp(u.sub_state, "auto-restart");
         bool have_conf = access(conf_path, F_OK) == 0, have_images = job_dir_has_images(state_dir);
         if ((have_conf || have_images || unit_up) && !replace) {
                 r = fail(EXIT_FAILED, "job %s already exists (%s%s%s); use --replace to discard it and its checkpoints, "

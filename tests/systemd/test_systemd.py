@@ -811,6 +811,13 @@ def test_launch_replace_kill(env):
     check("command not found" in r.stderr, "missing command: %r" % r.stderr)
     env.ctl("frobnicate", rc=64)
     env.ctl("checkpoint", rc=64)
+    # Units not installed in the user manager: a clear error, nothing written.
+    os.unlink(os.path.join(env.home, ".config", "systemd", "user", "dmtcp@.service"))
+    env.systemctl("daemon-reload")
+    r = env.ctl("launch", "nounit", "--", env.prog, "/dev/null", rc=1)
+    check("dmtcp@nounit.service is not known to your user manager" in r.stderr and "systemctl --user link" in r.stderr,
+          "units missing: %r" % r.stderr)
+    check(not os.path.exists(env.job_file("nounit")), "no job file left behind")
 
 
 @test
