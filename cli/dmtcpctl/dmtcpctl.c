@@ -1080,6 +1080,8 @@ static int cmd_list(struct ctl *c) {
                                 snprintf(procs, sizeof procs, "%" PRIu32, v.coord.num_peers);
                         if (v.have_conf)
                                 fmt_command(&v.conf, cmd, sizeof cmd);
+                        else if (v.conf_error[0])
+                                snprintf(cmd, sizeof cmd, "(invalid job file; see dmtcpctl status %s)", v.name);
                         printf("%-20s %-14s %-6s %-10s %-19s %s\n", v.name, v.state, procs, gen, when, cmd);
                 }
                 job_view_done(&v);
@@ -1159,7 +1161,10 @@ static int cmd_history(struct ctl *c, const char *job, size_t limit) {
                         printf("%-19s %-10s %-10s %-5s %-10s %-9s %s%s%s\n", when, history_kind_name(e->kind), gen, procs,
                                size, dur, history_result_name(e->kind), e->reason[0] ? ": " : "", e->reason);
                 }
-                if (n == 0)
+                if (n == 0 && geteuid() != 0)
+                        printf("(no checkpoints of job %s in the journal you can read; a journal kept only in /run "
+                               "is readable by the systemd-journal group alone)\n", job);
+                else if (n == 0)
                         printf("(no checkpoints of job %s in the journal)\n", job);
         }
         free(h);

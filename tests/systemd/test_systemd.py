@@ -53,6 +53,12 @@ def test(fn):
     return fn
 
 
+def unprivileged(fn):
+    """Run the test in the user manager of an unprivileged user (nobody)."""
+    fn.uid = NOBODY
+    return fn
+
+
 class Skip(Exception):
     pass
 
@@ -149,8 +155,9 @@ def no_bad(path):
 class Env:
     """One test's world: an installed tree, journald, a user manager."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, uid=0):
         self.tmp = tmp
+        self.uid = uid               # whose user manager: root, or an unprivileged user
         self.t0 = int(time.time()) - 1
         self.started = []            # (name, Popen) we started, stopped in reverse
         self.created = []            # files and directories we put in system places
@@ -166,6 +173,9 @@ class Env:
             os.chmod(d, m)
         self.work = os.path.join(self.home, "work")
         os.makedirs(self.work)
+        if uid:
+            for d in (self.home, self.rt, self.work):
+                os.chown(d, uid, uid)
 
     # -- preconditions ------------------------------------------------------
 
@@ -192,7 +202,8 @@ class Env:
             "PATH": os.path.join(self.root, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": self.home,
             "XDG_RUNTIME_DIR": self.rt,
-            "USER": "root", "LOGNAME": "root", "SHELL": "/bin/sh", "LANG": "C.UTF-8",
+            "USER": "root" if not self.uid else "nobody", "LOGNAME": "root" if not self.uid else "nobody",
+            "SHELL": "/bin/sh", "LANG": "C.UTF-8",
             "MANPATH": os.path.join(self.root, "share", "man") + ":",
             "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0", "SYSTEMD_LESS": "",
         }
@@ -213,11 +224,16 @@ class Env:
                 " ".join(cmd), r.returncode, check_rc, r.stdout, r.stderr))
         return r
 
+    def as_user(self):
+        """Clients of the user manager run as its user."""
+        return self.uid or None
+
     def ctl(self, *args, rc=0, timeout=120):
-        return self.run(["dmtcpctl"] + list(args), timeout=timeout, check_rc=rc)
+        return self.run(["dmtcpctl"] + list(args), timeout=timeout, check_rc=rc, user=self.as_user())
 
     def systemctl(self, *args, rc=0, timeout=60):
-        return self.run(["systemctl", "--user", "--no-pager"] + list(args), timeout=timeout, check_rc=rc)
+        return self.run(["systemctl", "--user", "--no-pager"] + list(args), timeout=timeout, check_rc=rc,
+                        user=self.as_user())
 
     def show(self, unit, *props):
         r = self.systemctl("show", unit, "-p", ",".join(props))
@@ -287,7 +303,7 @@ class Env:
         check(p.poll() is None, "journald exited: %s" % open(os.path.join(self.tmp, "journald.log")).read())
 
     def cgroup_dirs(self):
-        rel = "/user.slice/user-0.slice/user@0.service/dmtcp-test-%d.slice" % os.getpid()
+        rel = "/user.slice/user-%d.slice/user@%d.service/dmtcp-test-%d.slice" % (self.uid, self.uid, os.getpid())
         if os.path.isdir("/sys/fs/cgroup/unified"):
             tops = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"]      # hybrid
         elif os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
@@ -315,8 +331,16 @@ class Env:
                         raise Skip("cannot create cgroup %s (%s): systemd --user cannot run here "
                                    "(a container with a read-only cgroup file system?)" % (p, e.strerror))
                     self.cgroups.append(p)
-        script = "for d in %s; do echo $$ > \"$d/cgroup.procs\" || exit 97; done; exec /usr/lib/systemd/systemd --user" % \
-            " ".join("'%s'" % d for d in dirs)
+            if self.uid:
+                # Delegated to the user, as logind does for user@UID.service.
+                for sub, dirnames, files in os.walk(d):
+                    for x in [sub] + [os.path.join(sub, f) for f in files]:
+                        os.chown(x, self.uid, self.uid)
+        # A root shell moves itself into the cgroup (moving across cgroups
+        # needs rights on their common ancestor), then becomes the manager.
+        become = "setpriv --reuid=%d --regid=%d --clear-groups " % (self.uid, self.uid) if self.uid else ""
+        script = "for d in %s; do echo $$ > \"$d/cgroup.procs\" || exit 97; done; exec %s/usr/lib/systemd/systemd --user" % \
+            (" ".join("'%s'" % d for d in dirs), become)
         self.manager_log = os.path.join(self.tmp, "manager.log")
         env = self.env()
         env.pop("MANPATH")
@@ -330,7 +354,7 @@ class Env:
             if self.manager.poll() is not None:
                 raise AssertionError("systemd --user exited with %s: %s" % (self.manager.returncode,
                                                                              open(self.manager_log).read()[-2000:]))
-            r = self.run(["systemctl", "--user", "is-system-running"], timeout=10)
+            r = self.run(["systemctl", "--user", "is-system-running"], timeout=10, user=self.as_user())
             return r.stdout.strip() in ("running", "degraded")
         wait_until(up, 30, "the user manager", step=0.2)
 
@@ -411,7 +435,7 @@ class Env:
         out = progfile or os.path.join(self.shared, name + ".ticks")
         r = self.run(["dmtcpctl", "launch", name, "--workdir", self.work] + list(extra) +
                      ["--", self.prog, out, str(step)] + [str(a) for a in args],
-                     timeout=120)
+                     timeout=120, user=self.as_user())
         check(r.returncode == 0, "dmtcpctl launch %s: %d %s %s" % (name, r.returncode, r.stdout, r.stderr))
         return out, r
 
@@ -427,7 +451,8 @@ class Env:
     def dump(self):
         """What helps to understand a failure."""
         try:
-            units = self.run(["systemctl", "--user", "--no-pager", "--all", "list-units", "dmtcp*"], timeout=10)
+            units = self.run(["systemctl", "--user", "--no-pager", "--all", "list-units", "dmtcp*"], timeout=10,
+                             user=self.as_user())
             print(units.stdout)
             r = self.run(["journalctl", "--no-pager", "-o", "short-precise", "-n", "80",
                           "--user-unit=dmtcp*"], timeout=20)
@@ -441,7 +466,7 @@ class Env:
 
     def teardown(self):
         if self.manager and self.manager.poll() is None:
-            self.run(["systemctl", "--user", "exit"], timeout=30)
+            self.run(["systemctl", "--user", "exit"], timeout=30, user=self.as_user())
             try:
                 self.manager.wait(30)
             except subprocess.TimeoutExpired:
@@ -505,13 +530,14 @@ class Env:
 
     def restart_manager_cleanly(self):
         """A logout or a clean reboot: the manager stops every unit and exits."""
-        self.run(["systemctl", "--user", "exit"], timeout=120, check_rc=0)
+        self.run(["systemctl", "--user", "exit"], timeout=120, check_rc=0, user=self.as_user())
         self.manager.wait(120)
         self.kill_cgroups()
         self.cgroups = []
         shutil.rmtree(self.rt)
         os.makedirs(self.rt)
         os.chmod(self.rt, 0o700)
+        os.chown(self.rt, self.uid, self.uid)
         self.start_manager()
 
     def restart_manager_after_power_cut(self):
@@ -524,6 +550,7 @@ class Env:
         shutil.rmtree(self.rt)
         os.makedirs(self.rt)
         os.chmod(self.rt, 0o700)
+        os.chown(self.rt, self.uid, self.uid)
         self.start_manager()
 
 
@@ -1109,8 +1136,8 @@ def test_coordinator_sandbox(env):
     pst = read_status(int(cst["MainPID"]))
     check(pst["NoNewPrivs"] == "1" and pst["Seccomp"] == "2" and int(pst.get("Seccomp_filters", "2")) >= 2,
           "seccomp (systemd's and its own): %r" % pst)
-    for k in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
-        check(int(pst[k], 16) == 0, "no capabilities: %s=%s" % (k, pst[k]))
+    for k in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        check(int(pst[k], 16) == 0, "no capabilities (root's coordinator dropped its own): %s=%s" % (k, pst[k]))
     # Over TCP: our uid is recognized through sock_diag, nobody's is refused by uid.
     r = env.run(["dmtcp_command", "-p", str(port), "-s", "--json"], check_rc=0)
     j = json.loads(r.stdout)
@@ -1154,10 +1181,12 @@ def test_units_verify(env):
           sock["DirectoryMode"] == "0700" and sock["FileDescriptorName"] == "coord", "socket unit: %r" % sock)
     co = env.show("dmtcp-coordinator@i.service", "Type", "NotifyAccess", "NoNewPrivileges", "CapabilityBoundingSet",
                   "RestrictAddressFamilies", "MemoryDenyWriteExecute", "SystemCallFilter")
-    check(co["Type"] == "notify" and co["NoNewPrivileges"] == "yes" and co["CapabilityBoundingSet"] == "" and
-          co["MemoryDenyWriteExecute"] == "yes" and "AF_NETLINK" in co["RestrictAddressFamilies"],
-          "coordinator unit: %r" % co)
-    check(" ptrace" not in " " + co["SystemCallFilter"] and "seccomp" in co["SystemCallFilter"],
+    check(co["Type"] == "notify" and co["NoNewPrivileges"] == "yes" and co["MemoryDenyWriteExecute"] == "yes" and
+          "AF_NETLINK" in co["RestrictAddressFamilies"], "coordinator unit: %r" % co)
+    # No CapabilityBoundingSet=: empty, it fails an unprivileged user's unit (218/CAPABILITIES).
+    check(co["CapabilityBoundingSet"].count("cap_") > 30, "bounding set left alone: %s" % co["CapabilityBoundingSet"][:80])
+    calls = co["SystemCallFilter"].split()
+    check("ptrace" not in calls and "mount" not in calls and "seccomp" in calls and "capset" in calls,
           "its system call filter: %s" % co["SystemCallFilter"][:300])
     # Verify catches a broken unit: the check itself can fail.
     bad = os.path.join(env.home, ".config", "systemd", "user", "dmtcp-broken@.service")
@@ -1202,6 +1231,49 @@ def test_progress_and_idle_exit(env):
           "a connection wakes it: %r" % r.stdout)
 
 
+
+@test
+@unprivileged
+def test_unprivileged_user(env):
+    """The same in an unprivileged user's (nobody's) manager: the units start
+    (no capability setting a normal user's manager cannot apply), the
+    coordinator is confined, checkpoints, crash recovery and stop/start work,
+    and restarts restore process ids in a new user and pid namespace."""
+    out, _ = env.launch("u")
+    env.wait_ticks_past(out, 3)
+    check(all(l[2] == str(NOBODY) for l in ticks(out) if l[0] == "tick"), "the program runs as nobody")
+    cst = env.show("dmtcp-coordinator@u.service", "MainPID", "ActiveState")
+    check(cst["ActiveState"] == "active", "the coordinator runs: %r" % cst)
+    pst = read_status(int(cst["MainPID"]))
+    check(pst["Uid"].split()[0] == str(NOBODY) and pst["NoNewPrivs"] == "1" and pst["Seccomp"] == "2" and
+          int(pst["CapEff"], 16) == 0 and int(pst["CapPrm"], 16) == 0, "a confined coordinator: %r" % pst)
+    lo = last_tick(out)
+    r = env.ctl("checkpoint", "u", "--wait")
+    check("committed" in r.stdout, "checkpoint: %r" % r.stdout)
+    hi = last_tick(out)
+    e = wait_until(lambda: env.journal("MESSAGE_ID=" + MSG_COMMITTED, "DMTCP_JOB=u", "_UID=%d" % NOBODY), 10,
+                   "nobody's commit entry")
+    check(e[-1].get("_SYSTEMD_USER_UNIT") == "dmtcp-coordinator@u.service", "attributed to the user unit: %r" % e[-1])
+    r = env.ctl("history", "u")
+    check("committed" in r.stdout or "journal you can read" in r.stdout, "history as nobody: %r" % r.stdout)
+    env.wait_ticks_past(out, hi + 3)
+    mark(out, "kill")
+    env.systemctl("kill", "-s", "SIGKILL", "dmtcp@u.service")
+    wait_until(lambda: env.unit_state("u")["NRestarts"] == "1" and len(after_mark(out, "kill")) >= 3, 30,
+               "the unit to bring the job back")
+    v = [before_mark(out, "kill")] + after_mark(out, "kill")
+    back = [i for i in range(1, len(v)) if v[i] <= v[i - 1]]
+    check(back and lo + 1 <= v[back[0]] <= hi + 1, "back from the checkpoint (%d..%d): %r" % (lo + 1, hi + 1, v))
+    env.ctl("stop", "u")
+    stopped_at = last_tick(out)
+    mark(out, "start")
+    env.ctl("start", "u")
+    wait_until(lambda: len(after_mark(out, "start")) >= 2, 20, "counting after start")
+    check(after_mark(out, "start")[0] == stopped_at + 1, "resumed exactly: %r" % after_mark(out, "start"))
+    env.ctl("kill", "u")
+    no_bad(out)
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__)
@@ -1215,7 +1287,7 @@ def main():
         print("unknown test %s" % name)
         return 64
     tmp = tempfile.mkdtemp(prefix="dmtcp-sd-%s-" % name)
-    env = Env(tmp)
+    env = Env(tmp, getattr(fn, "uid", 0))
     ok = False
     try:
         env.setup()
