@@ -659,6 +659,18 @@ def test_crash_restarts_from_checkpoint(env):
     check(lo + 1 <= first <= hi + 1, "resumed from the checkpoint (%d..%d), not elsewhere: %d (%r)" % (lo + 1, hi + 1, first, v))
     check(all(v[i] == v[i - 1] + 1 for i in range(back[0] + 1, len(v))), "counting on in steps of one: %r" % v)
     check(env.journal("MESSAGE_ID=" + MSG_RESTARTED, "DMTCP_JOB=crash"), "restart entry in the journal")
+    # Now the main process is dmtcp_restart and the program its child: any
+    # process of the job killed brings it back, here only the program.
+    main = int(env.unit_state("crash")["MainPID"])
+    check(open("/proc/%d/comm" % main).read().strip() == "dmtcp_restart", "restarted by dmtcp_restart")
+    child = int(open("/proc/%d/task/%d/children" % (main, main)).read().split()[0])
+    env.ctl("checkpoint", "crash", "--wait")
+    mark(out, "child")
+    os.kill(child, signal.SIGKILL)
+    wait_until(lambda: env.unit_state("crash")["NRestarts"] == "2" and len(after_mark(out, "child")) >= 2, 30,
+               "the unit to restart after its program alone was killed")
+    st = env.unit_state("crash")
+    check(st["ActiveState"] == "active", "running again: %r" % st)
     env.ctl("kill", "crash")
     no_bad(out)
 
