@@ -154,8 +154,8 @@ static int cmd_start(void) {
                         return dmtcp_fail_rc();
                 /* The restored processes get their own working directory
                  * back; ours only matters for relative paths in messages. */
-                if (chdir(dir) < 0)
-                        (void) chdir("/");
+                if (chdir(dir) < 0 && chdir("/") < 0)
+                        log_debug_errno(errno, "job %s: cannot change directory: %m", job);
                 log_info("job %s: restarting from checkpoint generation %" PRIu64 " in %s", job, newest, dir);
                 char *argv[] = { tool, (char *) "--job", (char *) job, (char *) "--ckptdir", dir,
                                  (char *) "--interval", interval, dir, NULL };
