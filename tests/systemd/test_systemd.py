@@ -36,7 +36,7 @@ import time
 SKIP = 77
 BUILD = os.environ.get("DMTCP_BUILD_ROOT", "")
 SOURCE = os.environ.get("DMTCP_SOURCE_ROOT", "")
-MESON = os.environ.get("MESON", "meson")
+MESON = os.environ.get("MESON", "")
 SDPROG = os.environ.get("SDPROG", "")
 NOBODY = 65534
 
@@ -255,8 +255,11 @@ class Env:
 
     def install(self):
         dest = os.path.join(self.tmp, "dest")
-        r = subprocess.run(["timeout", "300", MESON, "install", "-C", BUILD, "--no-rebuild", "--destdir", dest, "--quiet"],
-                           capture_output=True, text=True)
+        if MESON and os.access(MESON, os.X_OK):
+            cmd = [MESON, "install", "-C", BUILD, "--no-rebuild", "--destdir", dest, "--quiet"]
+        else:
+            cmd = [shutil.which("ninja") or shutil.which("ninja-build") or "ninja", "-C", BUILD, "install"]
+        r = subprocess.run(["timeout", "300"] + cmd, capture_output=True, text=True, env=dict(os.environ, DESTDIR=dest))
         check(r.returncode == 0, "meson install failed: %s %s" % (r.stdout, r.stderr))
         self.install_log = r.stdout + r.stderr
         opts = {o["name"]: o["value"] for o in
@@ -592,8 +595,18 @@ def test_launch_checkpoint_history(env):
     check(env.journal("--user-unit=dmtcp-coordinator@sim", "MESSAGE_ID=" + MSG_COMMITTED), "--user-unit query")
     check(env.journal("_SYSTEMD_USER_UNIT=dmtcp@sim.service", "MESSAGE=tick 1"), "the program's output in its unit's journal")
 
-    # journalctl -x explains it from the catalog.
+    # The job's whole story under DMTCP_JOB=sim: started, joined, checkpoint started and committed.
+    ids = dict(re.findall(r'#define (DMTCP_MESSAGE_\w+)\s+"([0-9a-f]{32})"',
+                          open(os.path.join(SOURCE, "daemon", "messages.h")).read()))
+    check(len(ids) == 8, "eight MESSAGE_IDs: %r" % ids)
+    seen = {e.get("MESSAGE_ID") for e in env.journal("DMTCP_JOB=sim")}
+    for k in ("COORD_STARTED", "MEMBER_JOINED", "CKPT_STARTED", "CKPT_COMMITTED"):
+        check(ids["DMTCP_MESSAGE_" + k] in seen, "journalctl DMTCP_JOB=sim has %s" % k)
+    # journalctl -x explains every one of them from the installed catalog.
     env.install_catalog()
+    r = env.run(["journalctl", "--list-catalog"], check_rc=0)
+    for k, mid in ids.items():
+        check(re.search(r"^%s dmtcp: " % mid, r.stdout, re.M), "catalog entry for %s: %s" % (k, mid))
     r = env.run(["journalctl", "--no-pager", "-x", "MESSAGE_ID=" + MSG_COMMITTED, "DMTCP_JOB=sim"], check_rc=0)
     check("Checkpoint generation %d of job sim committed" % gen in r.stdout, "catalog text: %r" % r.stdout[-1500:])
 
