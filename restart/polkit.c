@@ -36,16 +36,17 @@ static int check(bool interactive, bool *challenge, char *err, size_t errsize) {
                 snprintf(err, errsize, "cannot read this process's start time: %s", strerror(-r));
                 return r;
         }
-        sd_bus *bus = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         r = sd_bus_open_system(&bus);
         if (r < 0) {
                 snprintf(err, errsize, "no system bus: %s", strerror(-r));
                 return r;
         }
-        sd_bus_message *m = NULL, *reply = NULL;
-        sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority",
                                            "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization");
+        /* Subject: this very process; polkit checks pid, start time and uid. */
         if (r >= 0)
                 r = sd_bus_message_append(m, "(sa{sv})", "unix-process", 3,
                                           "pid", "u", (uint32_t) getpid(),
@@ -61,14 +62,12 @@ static int check(bool interactive, bool *challenge, char *err, size_t errsize) {
                 r = sd_bus_message_enter_container(reply, 'r', "bba{ss}");
         if (r >= 0)
                 r = sd_bus_message_read(reply, "bb", &authorized, &chall);
-        if (r < 0)
+        if (r < 0) {
                 snprintf(err, errsize, "%s", e.message ? e.message : strerror(-r));
+                return r;
+        }
         *challenge = chall;
-        sd_bus_error_free(&e);
-        sd_bus_message_unref(m);
-        sd_bus_message_unref(reply);
-        sd_bus_flush_close_unref(bus);
-        return r < 0 ? r : authorized;
+        return authorized;
 }
 
 int rst_polkit_may_restart_foreign_image(void) {

@@ -568,10 +568,7 @@ static int start_job(struct ctl *c, const char *job, bool enable) {
         if (enable && usermgr_enable(c->bus, unit, true, err, sizeof err) < 0)
                 fprintf(stderr, "%s: warning: job %s: %s; it will not start by itself at login\n", prog, job, err);
         remove_no_checkpoint_flag(job);
-        int r = unit_job(c, job, "StartUnit", unit, START_TIMEOUT_USEC);
-        if (r)
-                return r;
-        return 0;
+        return unit_job(c, job, "StartUnit", unit, START_TIMEOUT_USEC);
 }
 
 static int resolve_program(const char *arg, const char *wd, char *out, size_t size) {
@@ -649,7 +646,7 @@ static int opt_value(int argc, char *argv[], int *i, const char *name, const cha
 }
 
 static int cmd_launch(struct ctl *c, int argc, char *argv[]) {
-        struct job_conf jc;
+        _cleanup_(job_conf_done) struct job_conf jc;
         job_conf_init(&jc);
         bool replace = false, enable = true;
         const char *wd_opt = NULL, *job = NULL, *v;
@@ -717,50 +714,37 @@ static int cmd_launch(struct ctl *c, int argc, char *argv[]) {
         jc.working_directory = strdup(wd);
 
         if ((r = need_bus(c, job)))
-                goto out;
+                return r;
         char conf_path[PATH_MAX], state_dir[PATH_MAX], cdir[PATH_MAX], unit[128], err[1024];
         if (job_conf_path(job, conf_path, sizeof conf_path) < 0 || job_state_dir(job, state_dir, sizeof state_dir) < 0 ||
-            job_config_dir(cdir, sizeof cdir) < 0) {
-                r = fail(EXIT_FAILED, "job %s: cannot place its files; set HOME", job);
-                goto out;
-        }
+            job_config_dir(cdir, sizeof cdir) < 0)
+                return fail(EXIT_FAILED, "job %s: cannot place its files; set HOME", job);
         job_unit_name(job, unit, sizeof unit);
         struct unit_info u = {};
-        if (job_unit_info(c, job, &u) == 0 && !strcmp(u.load_state, "not-found")) {
-                r = fail(EXIT_FAILED, "job %s: %s is not known to your user manager; link dmtcp's units into it "
-                                      "(systemctl --user link PREFIX/lib/systemd/user/dmtcp*) and retry", job, unit);
-                goto out;
-        }
+        if (job_unit_info(c, job, &u) == 0 && !strcmp(u.load_state, "not-found"))
+                return fail(EXIT_FAILED, "job %s: %s is not known to your user manager; link dmtcp's units into it "
+                                         "(systemctl --user link PREFIX/lib/systemd/user/dmtcp*) and retry", job, unit);
         bool unit_up = unit_is_up(&u) || !strcmp(u.sub_state, "auto-restart");
         bool have_conf = access(conf_path, F_OK) == 0, have_images = job_dir_has_images(state_dir);
-        if ((have_conf || have_images || unit_up) && !replace) {
-                r = fail(EXIT_FAILED, "job %s already exists (%s%s%s); use --replace to discard it and its checkpoints, "
-                                      "or choose another name", job, have_conf ? conf_path : "",
-                         have_conf && have_images ? ", " : "", have_images ? state_dir : unit_up ? unit : "");
-                goto out;
-        }
+        if ((have_conf || have_images || unit_up) && !replace)
+                return fail(EXIT_FAILED, "job %s already exists (%s%s%s); use --replace to discard it and its checkpoints, "
+                                         "or choose another name", job, have_conf ? conf_path : "",
+                            have_conf && have_images ? ", " : "", have_images ? state_dir : unit_up ? unit : "");
         if (replace && (r = discard_job(c, job, state_dir)))
-                goto out;
+                return r;
 
         ssize_t len = job_conf_format(&jc, &text, err, sizeof err);
-        if (len < 0) {
-                r = len == -EINVAL ? fail(EXIT_FAILED, "job %s: %s", job, err) :
-                                     fail(EXIT_FAILED, "job %s: cannot write its job file: %s", job, strerror((int) -len));
-                goto out;
-        }
+        if (len < 0)
+                return len == -EINVAL ? fail(EXIT_FAILED, "job %s: %s", job, err) :
+                                        fail(EXIT_FAILED, "job %s: cannot write its job file: %s", job, strerror((int) -len));
         k = mkdir_p(cdir, 0700);
         if (k == 0)
                 k = write_file_atomic(conf_path, text, (size_t) len, 0600);
-        if (k < 0) {
-                r = fail(EXIT_FAILED, "job %s: cannot write %s: %s", job, conf_path, strerror(-k));
-                goto out;
-        }
+        if (k < 0)
+                return fail(EXIT_FAILED, "job %s: cannot write %s: %s", job, conf_path, strerror(-k));
         if ((r = start_job(c, job, enable)))
-                goto out;
-        r = wait_running(c, job, "launched");
-out:
-        job_conf_done(&jc);
-        return r;
+                return r;
+        return wait_running(c, job, "launched");
 }
 
 static int cmd_start(struct ctl *c, const char *job) {

@@ -104,12 +104,32 @@ static const char *seen_result(const struct job_wait *w, const char *path) {
         return NULL;
 }
 
+/* Wait for the job at path to be removed; returns its result. */
+static int wait_job(sd_bus *bus, const struct job_wait *w, const char *path, uint64_t deadline, const char **ret) {
+        for (;;) {
+                if ((*ret = seen_result(w, path)))
+                        return 0;
+                int r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                if (now >= deadline)
+                        return -ETIMEDOUT;
+                r = sd_bus_wait(bus, deadline - now);
+                if (r < 0 && r != -EINTR)
+                        return r;
+        }
+}
+
 int usermgr_unit_job(sd_bus *bus, const char *method, const char *unit, uint64_t timeout_usec, char *err,
                      size_t errsize) {
-        sd_bus_error e = SD_BUS_ERROR_NULL;
-        sd_bus_message *reply = NULL;
-        sd_bus_slot *slot = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
         struct job_wait w = {};
+        /* Watch before asking: the job may end before the reply arrives. */
         int r = sd_bus_match_signal(bus, &slot, NULL, SD_PATH, SD_MANAGER, "JobRemoved", on_job_removed, &w);
         if (r < 0) {
                 set_err(err, errsize, "cannot watch the user manager's jobs: %s", strerror(-r));
@@ -118,103 +138,70 @@ int usermgr_unit_job(sd_bus *bus, const char *method, const char *unit, uint64_t
         r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "Subscribe", &e, NULL, NULL);
         if (r < 0 && !sd_bus_error_has_name(&e, "org.freedesktop.systemd1.AlreadySubscribed")) {
                 set_err(err, errsize, "cannot subscribe to the user manager's jobs: %s", e.message ? e.message : strerror(-r));
-                goto out;
+                return r;
         }
         sd_bus_error_free(&e);
         r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, method, &e, &reply, "ss", unit, "replace");
         if (r < 0) {
                 set_err(err, errsize, "%s %s: %s", method, unit, e.message ? e.message : strerror(-r));
-                if (usermgr_error_no_unit(e.name))
-                        r = -ENOENT;
-                goto out;
+                return usermgr_error_no_unit(e.name) ? -ENOENT : r;
         }
-        const char *path;
+        const char *path, *result;
         r = sd_bus_message_read(reply, "o", &path);
         if (r < 0) {
                 set_err(err, errsize, "%s %s: unexpected reply", method, unit);
-                goto out;
+                return r;
         }
-        char job[128];
-        strscpy(job, path, sizeof job);
-        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + timeout_usec;
-        const char *result;
-        while (!(result = seen_result(&w, job))) {
-                r = sd_bus_process(bus, NULL);
-                if (r < 0) {
-                        set_err(err, errsize, "lost the user manager while waiting for %s %s: %s", method, unit,
-                                strerror(-r));
-                        goto out;
-                }
-                if (r > 0)
-                        continue;
-                uint64_t now = now_usec(CLOCK_MONOTONIC);
-                if (now >= deadline) {
-                        set_err(err, errsize, "%s %s did not finish within %" PRIu64 " s", method, unit,
-                                timeout_usec / 1000000);
-                        r = -ETIMEDOUT;
-                        goto out;
-                }
-                r = sd_bus_wait(bus, deadline - now);
-                if (r < 0 && r != -EINTR) {
-                        set_err(err, errsize, "lost the user manager: %s", strerror(-r));
-                        goto out;
-                }
+        r = wait_job(bus, &w, path, now_usec(CLOCK_MONOTONIC) + timeout_usec, &result);
+        if (r == -ETIMEDOUT) {
+                set_err(err, errsize, "%s %s did not finish within %" PRIu64 " s", method, unit, timeout_usec / 1000000);
+                return r;
+        }
+        if (r < 0) {
+                set_err(err, errsize, "lost the user manager while waiting for %s %s: %s", method, unit, strerror(-r));
+                return r;
         }
         if (!strcmp(result, "done") || !strcmp(result, "skipped"))
-                r = 0;
-        else {
-                set_err(err, errsize, "%s %s ended with result '%s'", method, unit, result);
-                r = !strcmp(result, "canceled") ? -ECANCELED : !strcmp(result, "timeout") ? -ETIMEDOUT :
-                    !strcmp(result, "assert") ? -ENOEXEC : -EIO;
-        }
-out:
-        sd_bus_error_free(&e);
-        sd_bus_message_unref(reply);
-        sd_bus_slot_unref(slot);
-        return r;
+                return 0;
+        set_err(err, errsize, "%s %s ended with result '%s'", method, unit, result);
+        return !strcmp(result, "canceled") ? -ECANCELED : !strcmp(result, "timeout") ? -ETIMEDOUT :
+               !strcmp(result, "assert") ? -ENOEXEC : -EIO;
 }
 
 /* ---- properties ------------------------------------------------------- */
 
 static int get_string(sd_bus *bus, const char *path, const char *iface, const char *prop, char *buf, size_t size) {
-        sd_bus_error e = SD_BUS_ERROR_NULL;
-        char *s = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *s = NULL;
         int r = sd_bus_get_property_string(bus, SD_DEST, path, iface, prop, &e, &s);
-        sd_bus_error_free(&e);
         if (r < 0)
                 return r;
         strscpy(buf, s, size);
-        free(s);
         return 0;
 }
 
 static int get_trivial(sd_bus *bus, const char *path, const char *iface, const char *prop, char type, void *ret) {
-        sd_bus_error e = SD_BUS_ERROR_NULL;
-        int r = sd_bus_get_property_trivial(bus, SD_DEST, path, iface, prop, &e, type, ret);
-        sd_bus_error_free(&e);
-        return r;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        return sd_bus_get_property_trivial(bus, SD_DEST, path, iface, prop, &e, type, ret);
 }
 
 int usermgr_unit_info(sd_bus *bus, const char *unit, struct unit_info *info, char *err, size_t errsize) {
         memset(info, 0, sizeof *info);
-        sd_bus_error e = SD_BUS_ERROR_NULL;
-        sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "LoadUnit", &e, &reply, "s", unit);
         if (r < 0) {
                 set_err(err, errsize, "cannot load %s: %s", unit, e.message ? e.message : strerror(-r));
-                sd_bus_error_free(&e);
                 return r;
         }
         const char *p;
         char path[256];
         r = sd_bus_message_read(reply, "o", &p);
-        if (r >= 0)
-                strscpy(path, p, sizeof path);
-        sd_bus_message_unref(reply);
         if (r < 0) {
                 set_err(err, errsize, "cannot load %s: unexpected reply", unit);
                 return r;
         }
+        strscpy(path, p, sizeof path);
         const char *U = "org.freedesktop.systemd1.Unit", *S = "org.freedesktop.systemd1.Service";
         r = get_string(bus, path, U, "LoadState", info->load_state, sizeof info->load_state);
         if (r >= 0)
@@ -242,8 +229,8 @@ int usermgr_unit_info(sd_bus *bus, const char *unit, struct unit_info *info, cha
 
 int usermgr_list_units(sd_bus *bus, const char *pattern, void (*cb)(const char *name, void *userdata), void *userdata,
                        char *err, size_t errsize) {
-        sd_bus_error e = SD_BUS_ERROR_NULL;
-        sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         int r = sd_bus_message_new_method_call(bus, &m, SD_DEST, SD_PATH, SD_MANAGER, "ListUnitsByPatterns");
         if (r >= 0)
                 r = sd_bus_message_append_strv(m, (char *[]) { NULL });
@@ -253,12 +240,11 @@ int usermgr_list_units(sd_bus *bus, const char *pattern, void (*cb)(const char *
                 r = sd_bus_call(bus, m, 0, &e, &reply);
         if (r < 0) {
                 set_err(err, errsize, "cannot list units: %s", e.message ? e.message : strerror(-r));
-                goto out;
+                return r;
         }
         r = sd_bus_message_enter_container(reply, 'a', "(ssssssouso)");
         while (r >= 0) {
-                const char *name, *desc, *load, *active, *sub, *following, *job_type;
-                const char *obj, *job_obj;
+                const char *name, *desc, *load, *active, *sub, *following, *job_type, *obj, *job_obj;
                 uint32_t job_id;
                 r = sd_bus_message_read(reply, "(ssssssouso)", &name, &desc, &load, &active, &sub, &following, &obj,
                                         &job_id, &job_type, &job_obj);
@@ -266,20 +252,30 @@ int usermgr_list_units(sd_bus *bus, const char *pattern, void (*cb)(const char *
                         break;
                 cb(name, userdata);
         }
-        if (r < 0)
+        if (r < 0) {
                 set_err(err, errsize, "cannot read the unit list: %s", strerror(-r));
-out:
-        sd_bus_error_free(&e);
-        sd_bus_message_unref(m);
-        sd_bus_message_unref(reply);
-        return r < 0 ? r : 0;
+                return r;
+        }
+        return 0;
+}
+
+/* The number of changes listed in a reply's a(sss) ("symlink", from, to). */
+static int count_changes(sd_bus_message *reply) {
+        int r = sd_bus_message_enter_container(reply, 'a', "(sss)");
+        if (r < 0)
+                return r;
+        int n = 0;
+        const char *type, *from, *to;
+        while ((r = sd_bus_message_read(reply, "(sss)", &type, &from, &to)) > 0)
+                n++;
+        return r < 0 ? r : n;
 }
 
 int usermgr_enable(sd_bus *bus, const char *unit, bool enable, char *err, size_t errsize) {
-        sd_bus_error e = SD_BUS_ERROR_NULL;
-        sd_bus_message *m = NULL, *reply = NULL;
-        int r = sd_bus_message_new_method_call(bus, &m, SD_DEST, SD_PATH, SD_MANAGER,
-                                               enable ? "EnableUnitFiles" : "DisableUnitFiles");
+        const char *method = enable ? "EnableUnitFiles" : "DisableUnitFiles";
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        int r = sd_bus_message_new_method_call(bus, &m, SD_DEST, SD_PATH, SD_MANAGER, method);
         if (r >= 0)
                 r = sd_bus_message_append_strv(m, (char *[]) { (char *) unit, NULL });
         if (r >= 0)
@@ -289,48 +285,34 @@ int usermgr_enable(sd_bus *bus, const char *unit, bool enable, char *err, size_t
         if (r < 0) {
                 set_err(err, errsize, "cannot %s %s: %s", enable ? "enable" : "disable", unit,
                         e.message ? e.message : strerror(-r));
-                goto out;
+                return r;
         }
-        if (enable) {
-                int carries;
-                r = sd_bus_message_read(reply, "b", &carries);
-                if (r < 0)
-                        goto bad;
+        int carries;
+        if (enable && (r = sd_bus_message_read(reply, "b", &carries)) < 0) {
+                set_err(err, errsize, "unexpected reply to %s %s", method, unit);
+                return r;
         }
-        r = sd_bus_message_enter_container(reply, 'a', "(sss)");
-        if (r < 0)
-                goto bad;
-        int changes = 0;
-        const char *type, *from, *to;
-        while ((r = sd_bus_message_read(reply, "(sss)", &type, &from, &to)) > 0)
-                changes++;
-        if (r < 0)
-                goto bad;
-        if (changes > 0) {
-                sd_bus_error_free(&e);
-                r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "Reload", &e, NULL, NULL);
-                if (r < 0) {
-                        set_err(err, errsize, "cannot reload the user manager: %s", e.message ? e.message : strerror(-r));
-                        goto out;
-                }
+        int changes = count_changes(reply);
+        if (changes < 0) {
+                set_err(err, errsize, "unexpected reply to %s %s", method, unit);
+                return changes;
         }
-        r = 0;
-        goto out;
-bad:
-        set_err(err, errsize, "unexpected reply to %s %s", enable ? "EnableUnitFiles" : "DisableUnitFiles", unit);
-out:
-        sd_bus_error_free(&e);
-        sd_bus_message_unref(m);
-        sd_bus_message_unref(reply);
-        return r;
+        if (changes == 0)
+                return 0;
+        /* As systemctl enable/disable: let the manager see the new symlinks. */
+        r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "Reload", &e, NULL, NULL);
+        if (r < 0) {
+                set_err(err, errsize, "cannot reload the user manager: %s", e.message ? e.message : strerror(-r));
+                return r;
+        }
+        return 0;
 }
 
 int usermgr_getenv(sd_bus *bus, const char *name, char **ret) {
         *ret = NULL;
-        sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         char **env = NULL;
         int r = sd_bus_get_property_strv(bus, SD_DEST, SD_PATH, SD_MANAGER, "Environment", &e, &env);
-        sd_bus_error_free(&e);
         if (r < 0)
                 return r;
         size_t l = strlen(name);

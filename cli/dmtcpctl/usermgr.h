@@ -50,8 +50,8 @@ int usermgr_list_units(sd_bus *bus, const char *pattern, void (*cb)(const char *
 int usermgr_enable(sd_bus *bus, const char *unit, bool enable, char *err, size_t errsize);
 
 /* The manager's environment block (the Environment property), as given to
- * units: value of name, or NULL when it is not set there. *found tells
- * whether the property could be read at all. */
+ * units: *ret is the value of name (allocated), or NULL when it is not set
+ * there. Returns 0, or -errno when the property cannot be read. */
 int usermgr_getenv(sd_bus *bus, const char *name, char **ret);
 
 /* Is this the D-Bus error name of an unknown unit? */
