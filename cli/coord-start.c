@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "client.h"
+#include "coord-activate.h"
 #include "util.h"
 
 /* Exit status of dmtcp_coordinator when its address is taken (daemon/README.md). */
@@ -198,6 +199,10 @@ int coord_ensure(const struct coord_start_opts *o, struct coord_addr *addr) {
                 char own[sizeof addr->path];
                 if (coord_socket_path(o->job, own, sizeof own) < 0 || strcmp(own, addr->path))
                         return -ECONNREFUSED;   /* a coordinator cannot be told to listen elsewhere */
+                /* The user manager may own the job's socket (dmtcp-coordinator@JOB.socket). */
+                if (o->mode == COORD_START_ANY && o->job && coord_activate_job_socket(o->job, addr->path, timeout) > 0 &&
+                    coord_answers(addr, timeout))
+                        return 0;
         }
         return start_coordinator(o, addr, timeout);
 }

@@ -33,8 +33,10 @@
 #include "config.h"
 #include "log.h"
 #include "manifest.h"
+#include "polkit.h"
 #include "raw-syscall.h"
 #include "restart.h"
+#include "rst-caps.h"
 #include "util.h"
 
 __attribute__((used, visibility("default"))) const int dmtcp_tool_marker = 1;
@@ -55,6 +57,7 @@ static void trace(const char *what) {
 _printf_(2, 3) static _Noreturn void die(int rc, const char *fmt, ...) {
         int error = errno;
         char msg[2048];
+        int error = errno;      /* for %m */
         va_list ap;
         va_start(ap, fmt);
         log_format(msg, sizeof msg, error, fmt, ap);
@@ -119,6 +122,12 @@ static void dir_of(const char *path, char *out, size_t size) {
                 *s = 0;
 }
 
+/* What cannot be read for lack of permission is a refused permission
+ * (rc+2), not an unusable image (rc+1). */
+static int rc_for_errno(int error) {
+        return error == EACCES || error == EPERM ? fail_rc + 2 : fail_rc + 1;
+}
+
 static size_t collect_images(char **args, int n, struct rst_image *ims, struct manifest *man, char *gen_dir,
                              size_t gsize) {
         size_t count = 0;
@@ -126,16 +135,18 @@ static size_t collect_images(char **args, int n, struct rst_image *ims, struct m
         for (int i = 0; i < n; i++) {
                 struct stat st;
                 if (stat(args[i], &st) < 0)
-                        die(fail_rc + 1, "%s: %m", args[i]);
+                        die(rc_for_errno(errno), "%s: %m", args[i]);
                 if (S_ISDIR(st.st_mode)) {
                         char dir[PATH_MAX], probe[PATH_MAX + 16];
                         if (!realpath(args[i], dir))
-                                die(fail_rc + 1, "%s: %m", args[i]);
+                                die(rc_for_errno(errno), "%s: %m", args[i]);
                         snprintf(probe, sizeof probe, "%s/MANIFEST", dir);
                         if (access(probe, F_OK) == 0)
                                 strscpy(gen_dir, dir, gsize);
                         else {
                                 int r = newest_generation(dir, gen_dir, gsize);
+                                if (r == -EACCES || r == -EPERM)
+                                        die(fail_rc + 2, "%s: %s", dir, strerror(-r));
                                 if (r < 0)
                                         die(fail_rc + 1, "%s holds no complete checkpoint (no gen-NNNNNN directory)", dir);
                         }
@@ -144,7 +155,7 @@ static size_t collect_images(char **args, int n, struct rst_image *ims, struct m
                         manifest_done(man);
                         int r = manifest_read(mpath, man);
                         if (r < 0)
-                                die(fail_rc + 1, "%s is unreadable or damaged (%s); this checkpoint cannot be used", mpath,
+                                die(rc_for_errno(-r), "%s is unreadable or damaged (%s); this checkpoint cannot be used", mpath,
                                     strerror(-r));
                         for (size_t k = 0; k < man->n_images; k++) {
                                 if (count >= MAX_IMAGES || !manifest_image_name_ok(man->images[k].name))
@@ -156,7 +167,7 @@ static size_t collect_images(char **args, int n, struct rst_image *ims, struct m
                         if (count >= MAX_IMAGES)
                                 die(fail_rc, "too many images");
                         if (!realpath(args[i], ims[count].path))
-                                die(fail_rc + 1, "%s: %m", args[i]);
+                                die(rc_for_errno(errno), "%s: %m", args[i]);
                         count++;
                 }
         }
@@ -203,9 +214,8 @@ static int file_crc32(const char *path, uint32_t *out) {
 }
 
 static bool caller_may_override_uid(void) {
-        /* polkit authorization (org.dmtcp.restart-foreign-image) comes with
-         * the systemd integration; until then only root may. */
-        return geteuid() == 0;
+        /* root, or whom polkit authorizes for org.dmtcp.restart-foreign-image. */
+        return geteuid() == 0 || rst_polkit_may_restart_foreign_image() > 0;
 }
 
 static void validate(struct rst_image *im, const struct manifest *man, bool no_strict) {
@@ -518,6 +528,7 @@ int main(int argc, char **argv) {
         t_start = now_usec(CLOCK_MONOTONIC);
         tracing = getenv("DMTCP_TRACE") && parse_bool(getenv("DMTCP_TRACE")) > 0;
         log_set_ident("dmtcp_restart");
+        (void) rst_caps_keep_only_restore();    /* a file capability: keep cap_checkpoint_restore only */
         struct rst_options o = {
                 .coord = { .mode = COORD_START_ANY, .port = -1, .interval = -1 },
                 .interval = -1, .fail_rc = fail_rc, .start_usec = now_usec(CLOCK_MONOTONIC),
