@@ -30,7 +30,6 @@ static int fail_rc;
 _printf_(1, 2) static _Noreturn void die(const char *fmt, ...) {
         int error = errno;
         char msg[2048];
-        int error = errno;      /* for %m */
         va_list ap;
         va_start(ap, fmt);
         log_format(msg, sizeof msg, error, fmt, ap);

@@ -57,7 +57,6 @@ static void trace(const char *what) {
 _printf_(2, 3) static _Noreturn void die(int rc, const char *fmt, ...) {
         int error = errno;
         char msg[2048];
-        int error = errno;      /* for %m */
         va_list ap;
         va_start(ap, fmt);
         log_format(msg, sizeof msg, error, fmt, ap);
