@@ -193,6 +193,14 @@ struct coord_state {
         uint64_t ckpt_start;            /* CLOCK_MONOTONIC */
         bool aborted;                   /* the RESUME wait follows an abort */
         uint64_t commit_usec;           /* CLOCK_REALTIME of the commit being made */
+        bool committing;                /* the COMMIT action is queued */
+        uint32_t commit_procs;
+        uint64_t commit_bytes;
+        /* Members that ended after their image was written (a short-lived
+         * process of a copy-on-write checkpoint): their images belong to
+         * the generation. */
+        struct manifest_image *departed;
+        size_t n_departed, departed_alloc;
 
         /* The restart in flight. */
         uint64_t rst_gen;

@@ -604,6 +604,56 @@ static void test_vanish_after_commit_is_no_abort(void **state) {
         assert_int_equal(s->last_gen, 1);
 }
 
+/* A member that ends after it reported WRITE (a short process a
+ * copy-on-write checkpoint let go) keeps its image in the generation; one
+ * that ends before it reported WRITE aborts it; when all end after WRITE
+ * the generation still commits, and the computation ends afterwards. */
+static void test_vanish_after_write(void **state) {
+        struct coord_state *s = *state;
+        const uint64_t c[] = { 10, 11 };
+        join(s, 10, "a");
+        join(s, 11, "short");
+        start(s, 2, 0);
+        advance(s, c, 2, 2, PROTO_PH_WRITE);
+        done(s, 11, 2, PROTO_PH_WRITE, 0, "img-short", 40);
+        coord_state_disconnect(s, 11, "connection closed");
+        take(s);
+        assert_null(find(COORD_ACT_DISCARD));
+        assert_null(find(COORD_ACT_COMMIT));
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 0);
+        done(s, 10, 2, PROTO_PH_WRITE, 0, "img-a", 60);
+        take(s);
+        const struct coord_action *a = find(COORD_ACT_COMMIT);
+        assert_non_null(a);
+        assert_int_equal(a->commit.n_images, 2);
+        assert_string_equal(a->commit.images[1].name, "img-short");
+        assert_string_equal(a->commit.images[1].program, "short");
+        coord_state_commit_done(s, 0, NULL);
+        take(s);
+        assert_int_equal(reply_to(7777)->processes, 2);
+        assert_int_equal(reply_to(7777)->bytes, 100);
+        done(s, 10, 2, PROTO_PH_RESUME, 0, NULL, 0);
+        take(s);
+        assert_true(coord_state_running(s));
+
+        /* Everyone ends after WRITE: it commits all the same. */
+        start(s, 3, 0);
+        const uint64_t one[] = { 10 };
+        advance(s, one, 1, 3, PROTO_PH_WRITE);
+        done(s, 10, 3, PROTO_PH_WRITE, 0, "img-a3", 70);
+        acts_clear();
+        /* The COMMIT is queued with the image: ending now changes nothing. */
+        coord_state_disconnect(s, 10, "connection closed");
+        take(s);
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 0);
+        coord_state_commit_done(s, 0, NULL);
+        take(s);
+        assert_non_null(event(COORD_EV_CKPT_COMMITTED));
+        assert_int_equal(event(COORD_EV_CKPT_COMMITTED)->generation, 3);
+        assert_int_equal(coord_state_n_members(s), 0);
+        assert_string_equal(s->comp_id, "");            /* then it ended */
+}
+
 static void test_protocol_violations(void **state) {
         static const struct {
                 uint64_t gen;
@@ -1141,6 +1191,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_exec_keeps_place, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_exec_grace_expires, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_vanish_after_commit_is_no_abort, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_vanish_after_write, setup, teardown),
                 cmocka_unit_test(test_protocol_violations),
                 cmocka_unit_test_setup_teardown(test_phase_done_when_idle, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_commit_failure_aborts, setup, teardown),
