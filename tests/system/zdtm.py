@@ -564,6 +564,23 @@ def leftovers(known):
     return left
 
 
+def kill_leftovers(left, known):
+    """kill -9 what the test left behind, with everything under it: its
+    descendants come to us (subreaper) as their parents die, so go round
+    until none is left."""
+    for _ in range(50):
+        for p in left:
+            for q in [p] + descendants(p):
+                try:
+                    os.kill(q, signal.SIGKILL)
+                except OSError:
+                    pass
+        time.sleep(0.1)
+        left = leftovers(known)
+        if not left:
+            return
+
+
 # ---- the tests ------------------------------------------------------------------
 
 def program(t, name, *args):
@@ -664,6 +681,9 @@ SPECS = {
     # Three generations around a ring of pipes, a session, a group, a
     # zombie; system(), popen() and vfork() now and then.
     "tree": lambda t: Spec(program(t, "tree"), progress=150),
+    # A shell script whose every step runs a pipeline of short-lived
+    # programs: checkpoints catch them starting, piping and ending.
+    "steps": lambda t: Spec(script(t, "/bin/bash", "steps.sh"), progress=15),
     # A shell pipeline: a forked subshell, an exec'd cat and a Python
     # consumer, the pipes between them full at every checkpoint.
     "pipeline": lambda t: Spec(script(t, "/bin/bash", "pipeline.sh"), progress=20),
@@ -720,11 +740,7 @@ def run_test(env, name):
         ok = False
         print("FAIL %s: processes left behind: %s" % (name, "; ".join("%d %s" % (p, cmdline(p)) for p in left)),
               flush=True)
-        for p in left:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_leftovers(left, known)
     if ok:
         print("PASS %s" % name, flush=True)
     t.cleanup(ok)
