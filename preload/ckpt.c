@@ -162,6 +162,7 @@ static void fail_detail(char *buf, size_t size, const char *what) {
 }
 
 static void resume_program(struct ckpt_run *c) {
+        rt_fds_abandon();       /* an abort after the drain: data back first */
         rt_fds_after_drain();   /* owners back, if an abort came before */
         if (c->suspended) {
                 rt_threads_resume();

@@ -664,6 +664,9 @@ SPECS = {
     # A shell pipeline: a forked subshell, an exec'd cat and a Python
     # consumer, the pipes between them full at every checkpoint.
     "pipeline": lambda t: Spec(script(t, "/bin/bash", "pipeline.sh"), progress=20),
+    # Unix socket pairs (stream, seqpacket, datagram) between a parent and
+    # its child and in one process, with bytes and datagrams in flight.
+    "sockpair": lambda t: Spec(program(t, "sockpair"), progress=100),
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
 }
