@@ -49,7 +49,8 @@
 
 #define SETFL_MASK (O_APPEND | O_ASYNC | O_NONBLOCK | O_NOATIME)
 #define XFER_MAGIC 0x584b5344u          /* "DSKX" */
-#define STALL_RAISE_USEC (2 * 1000000ULL)
+#define STALL_RAISE_USEC (200 * 1000ULL)
+#define ECHO_RAISE_BYTES (64 * 1024)
 #define STALL_FAIL_USEC (60 * 1000000ULL)
 
 /* ---- what kind of socket ------------------------------------------------ */
@@ -567,6 +568,19 @@ static int recv_some(struct sk_xfer *x) {
         return 1;
 }
 
+/* Our send queue gets room for the bytes we write back, on top of what it
+ * holds, so they need not wait for the peer's receive queue (whose program
+ * does not read yet); the program's size comes back once they are written. */
+static void raise_sndbuf(struct sk_xfer *x) {
+        socklen_t len = sizeof x->sndbuf;
+        if (getsockopt(x->fd, SOL_SOCKET, SO_SNDBUF, &x->sndbuf, &len) < 0)
+                return;
+        int v = (int) MIN((size_t) 1 << 30, x->theirs_len + (size_t) x->sndbuf);
+        if (setsockopt(x->fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof v) < 0)
+                setsockopt(x->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+        x->raised = true;
+}
+
 static int step(struct sk_xfer *x) {
         int progress = 0, r;
         if (x->hdr_off < sizeof x->hdr) {
@@ -588,6 +602,8 @@ static int step(struct sk_xfer *x) {
                         return r;
         }
         if (in_complete(x) && out_complete(x)) {
+                if (!x->raised && x->theirs_len - x->echo_off >= ECHO_RAISE_BYTES)
+                        raise_sndbuf(x);
                 if ((r = send_some(x->fd, x->theirs, x->theirs_len, &x->echo_off, x->records)) < 0)
                         return r;
                 progress |= r;
@@ -595,18 +611,6 @@ static int step(struct sk_xfer *x) {
                         x->done = true;
         }
         return progress;
-}
-
-/* The peer cannot take the bytes back yet: give our send queue room for them
- * (until they are all written; then the program's size again). */
-static void raise_sndbuf(struct sk_xfer *x) {
-        socklen_t len = sizeof x->sndbuf;
-        if (getsockopt(x->fd, SOL_SOCKET, SO_SNDBUF, &x->sndbuf, &len) < 0)
-                return;
-        int v = (int) MIN((size_t) 1 << 30, x->theirs_len + (size_t) x->sndbuf);
-        if (setsockopt(x->fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof v) < 0)
-                setsockopt(x->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
-        x->raised = true;
 }
 
 int sk_exchange_run(const char *when, char *err, size_t errsize) {
@@ -861,9 +865,18 @@ static int sock_restore(struct rt_fd *f, char *err, size_t errsize) {
         return is_unix(f) ? sk_unix_restore(f, err, errsize) : sk_inet_restore(f, err, errsize);
 }
 
+/* The restart whose TCP connections are made (rt.restart_count counts the
+ * restarts this process went through, the image's value until it runs). */
+static uint64_t connected_restart = UINT64_MAX;
+
 static int sock_connect(struct rt_fd *f, char *err, size_t errsize) {
-        /* TCP connections first, for every socket of ours at once. */
-        int r = first_socket(f, true) ? sk_inet_connect_all(err, errsize) : 0;
+        /* TCP connections first, for every socket of ours at once, at the
+         * first socket that is not in place yet. */
+        int r = 0;
+        if (connected_restart != rt.restart_count) {
+                connected_restart = rt.restart_count;
+                r = sk_inet_connect_all(err, errsize);
+        }
         if (r >= 0 && is_unix(f))
                 r = sk_unix_connect(f, err, errsize);
         return r;

@@ -630,6 +630,24 @@ def check_inherited(t):
     log("%s: each stage's fd %d and stdout got the program's lines" % (t.name, INHERITED_FD))
 
 
+def check_in_flight(t, kind, least):
+    """The images of the generation just restored hold at least `least`
+    bytes queued on sockets of `kind` (dmtcp_restart --inspect)."""
+    gen = os.path.realpath(os.path.join(t.ckpt, "latest"))
+    total = 0
+    for f in sorted(os.listdir(gen)):
+        if not f.endswith(".dmtcp"):
+            continue
+        r = subprocess.run(t.env.wrap([t.env.restart, "--inspect", os.path.join(gen, f)]), capture_output=True,
+                           text=True, timeout=60, env=t.proc_env)
+        check(r.returncode == 0, "dmtcp_restart --inspect %s: %s" % (f, r.stderr.strip()))
+        for m in re.finditer(r"fd \d+: socket %s\S* socket .*?, (\d+) bytes queued" % kind, r.stdout):
+            total += int(m.group(1))
+    check(total >= least, "only %d bytes were in flight on %s sockets at the checkpoint, expected at least %d" %
+          (total, kind, least))
+    log("%s: %.1f MiB in flight on %s sockets at the checkpoint" % (t.name, total / 1048576.0, kind))
+
+
 SPECS = {
     "counter": lambda t: Spec(program(t, "counter"), progress=50),
     # The same with uncompressed images, and with the program kept stopped
@@ -667,6 +685,11 @@ SPECS = {
     # Unix socket pairs (stream, seqpacket, datagram) between a parent and
     # its child and in one process, with bytes and datagrams in flight.
     "sockpair": lambda t: Spec(program(t, "sockpair"), progress=100),
+    # A loopback TCP connection between parent and child (IPv4, IPv6) with
+    # megabytes in flight both ways at each checkpoint.
+    "tcp": lambda t: Spec(program(t, "tcp"), progress=100, after_restart=lambda t: check_in_flight(t, "TCP", 3 << 20)),
+    "tcp6": lambda t: Spec(program(t, "tcp", "-6"), progress=100,
+                           after_restart=lambda t: check_in_flight(t, "TCP", 3 << 20)),
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
 }
