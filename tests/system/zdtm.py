@@ -690,6 +690,9 @@ SPECS = {
     "tcp": lambda t: Spec(program(t, "tcp"), progress=100, after_restart=lambda t: check_in_flight(t, "TCP", 3 << 20)),
     "tcp6": lambda t: Spec(program(t, "tcp", "-6"), progress=100,
                            after_restart=lambda t: check_in_flight(t, "TCP", 3 << 20)),
+    # A server on Unix sockets (a listener bound to a path, one to an
+    # abstract name, a datagram socket bound to a path) and forked clients.
+    "unixserver": lambda t: Spec(program(t, "unixserver"), progress=1000),
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
 }
