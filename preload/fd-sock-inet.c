@@ -330,6 +330,9 @@ int sk_inet_save(struct rt_fd *f, char *err, size_t errsize) {
         if (!is_tcp(s) || s->role != SK_CONNECTED)
                 return 0;
         if (s->flags & SKF_EXTERNAL) {
+                /* Already closed by its peer: nothing is lost, no warning. */
+                if (s->flags & SKF_PEER_SHUT_WR)
+                        s->flags &= ~SKF_EXTERNAL;
                 s->role = SK_CLOSED;
                 return 0;
         }

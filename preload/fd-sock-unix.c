@@ -239,10 +239,8 @@ int sk_unix_save(struct rt_fd *f, char *err, size_t errsize) {
                 s->flags |= SKF_NAMED;
         if (s->peer.len)
                 s->flags |= SKF_PEER_NAMED;
-        if (s->role == SK_CLOSED) {
-                s->flags |= SKF_EXTERNAL;
-                return 0;
-        }
+        if (s->role == SK_CLOSED)
+                return 0;               /* its peer is gone */
         if (s->role != SK_CONNECTED)
                 return 0;
         struct sku_record rec;
@@ -362,8 +360,11 @@ static void requeue_to_self(struct rt_fd *f) {
 int sk_unix_restore(struct rt_fd *f, char *err, size_t errsize) {
         struct sk_state *s = sk_of(f);
         int fd = -1, r;
-        if (s->role == SK_CLOSED)
+        if (s->role == SK_CLOSED) {
+                if (s->flags & SKF_EXTERNAL)
+                        sk_warn_external(f);
                 return sk_make_closed(f, err, errsize);
+        }
         if (s->flags & SKF_PAIR) {
                 if (!(s->flags & SKF_CREATOR))
                         return 1;       /* the creator hands it over: RST_CONNECT */

@@ -39,6 +39,7 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -425,13 +426,37 @@ int sk_push_data(int fd, const uint8_t *data, size_t len, bool records, const st
         return 0;
 }
 
-void sk_warn_external(const struct rt_fd *f) {
+/* A line for the coordinator's log (NOTICE), naming this process. */
+static void notify_coordinator(int level, const char *fmt, ...) _printf_(2, 3);
+static void notify_coordinator(int level, const char *fmt, ...) {
+        if (rt.coord_fd < 0)
+                return;
+        struct proto_msg m;
+        proto_init(&m, PROTO_NOTICE);
+        m.u.notice.level = (uint8_t) level;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(m.u.notice.text, sizeof m.u.notice.text, fmt, ap);
+        va_end(ap);
+        for (char *p = m.u.notice.text; *p; p++)
+                if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                        *p = ' ';
+        proto_send(rt.coord_fd, &m);
+}
+
+static void describe_external(const struct rt_fd *f, char *buf, size_t size) {
         const struct sk_state *s = sk_of(f);
         char peer[160], kb[64];
         sk_addr_format(&s->peer, peer, sizeof peer);
-        rt_warn("fd %d: %s connected to %s, outside the computation: restored closed (the program reads %zu "
-                "queued bytes, then end of file)", f->d.fd, sk_family_name(s->family, s->type, s->protocol, kb, sizeof kb),
-                peer, f->data_len);
+        snprintf(buf, size, "fd %d: %s connected to %s, outside the computation", f->d.fd,
+                 sk_family_name(s->family, s->type, s->protocol, kb, sizeof kb), peer);
+}
+
+void sk_warn_external(const struct rt_fd *f) {
+        char what[400];
+        describe_external(f, what, sizeof what);
+        rt_warn("%s: restored closed (the program reads the %zu bytes that were queued for it, then end of file)",
+                what, f->data_len);
 }
 
 /* ---- the exchange of drained bytes -------------------------------------- */
@@ -838,6 +863,11 @@ static int sock_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, si
                 return r;
         f->d.size = f->data_len;
         f->d.aux = s->flags;
+        if (s->flags & SKF_EXTERNAL) {
+                char what[400];
+                describe_external(f, what, sizeof what);
+                notify_coordinator(LOG_INFO, "%s: a restart restores it closed", what);
+        }
         /* What --inspect shows: the kind and the addresses. */
         char kb[64], l[160], pe[160], desc[512];
         sk_addr_format(&s->local, l, sizeof l);
@@ -908,6 +938,11 @@ static int sock_rst_refill(struct rt_fd *f, char *err, size_t errsize) {
                                                               sk_inet_rst_refill(g, err, errsize);
                         if (r < 0)
                                 return r;
+                        if (sk_of(g)->flags & SKF_EXTERNAL) {
+                                char what[400];
+                                describe_external(g, what, sizeof what);
+                                notify_coordinator(LOG_WARNING, "%s: restored closed", what);
+                        }
                 }
                 int r = sk_exchange_run("after the restart", err, errsize);
                 if (r < 0)

@@ -648,6 +648,74 @@ def check_in_flight(t, kind, least):
     log("%s: %.1f MiB in flight on %s sockets at the checkpoint" % (t.name, total / 1048576.0, kind))
 
 
+class EchoServer:
+    """A line echo server outside the computation (a thread of the driver),
+    on TCP loopback or a Unix stream socket; counts its connections."""
+
+    def __init__(self, family, address):
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(address)
+        if family == socket.AF_UNIX:
+            os.chmod(address, 0o777)    # the -user program connects too
+        self.sock.listen(16)
+        self.address = self.sock.getsockname()
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
+
+    def _echo(self, c):
+        with c:
+            try:
+                while True:
+                    b = c.recv(4096)
+                    if not b:
+                        return
+                    c.sendall(b)
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+
+
+def external_spec(t):
+    tcp = EchoServer(socket.AF_INET, ("127.0.0.1", 0))
+    unix = EchoServer(socket.AF_UNIX, os.path.join(t.root, "echo.sock"))
+
+    def after_verify(t):
+        tcp.close()
+        unix.close()
+        closings = read_text(t.path("closings")).split()
+        check(closings == ["TCP", "2", "Unix", "2"],
+              "the program saw its connections closed %s times, expected 2 each (one per restart)" % closings)
+        check(tcp.connections == 3 and unix.connections == 3,
+              "the servers got %d and %d connections, expected 3 each" % (tcp.connections, unix.connections))
+        # Each restart warns, naming the fd and the peer; each coordinator
+        # that restarted says which connections came back closed.
+        peers = ["127.0.0.1:%d" % tcp.address[1], unix.address]
+        for n in (1, 2):
+            err = read_text(os.path.join(t.logs, "restart%d.err" % n))
+            clog = read_text(os.path.join(t.logs, "coordinator%d.err" % (n + 1)))
+            for peer in peers:
+                pat = r"fd \d+: [^:]* socket connected to %s, outside the computation" % re.escape(peer)
+                check(re.search(pat + r": restored closed", err),
+                      "restart %d did not warn about its connection to %s: %s" % (n, peer, err.strip()))
+                check(re.search(r"pid %d .*" % t.pid + pat + r": restored closed", clog),
+                      "coordinator %d did not log the connection to %s restored closed" % (n + 1, peer))
+        log("%s: both connections came back closed at each restart, warned about and logged" % t.name)
+
+    return Spec(program(t, "external", str(tcp.address[1]), unix.address), progress=50, after_verify=after_verify)
+
+
 SPECS = {
     "counter": lambda t: Spec(program(t, "counter"), progress=50),
     # The same with uncompressed images, and with the program kept stopped
@@ -693,6 +761,9 @@ SPECS = {
     # A server on Unix sockets (a listener bound to a path, one to an
     # abstract name, a datagram socket bound to a path) and forked clients.
     "unixserver": lambda t: Spec(program(t, "unixserver"), progress=1000),
+    # Connections to servers outside the computation (run by the driver)
+    # come back closed after a restart, with a warning and a log line.
+    "external": external_spec,
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
 }
