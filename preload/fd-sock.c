@@ -75,7 +75,7 @@ const char *sk_family_name(int family, int type, int protocol, char *buf, size_t
                 break;
         }
         case AF_NETLINK:
-                snprintf(buf, size, "netlink socket (protocol %d)", protocol);
+                snprintf(buf, size, "netlink socket of protocol %d", protocol);
                 break;
         case AF_PACKET:
                 snprintf(buf, size, "packet socket");

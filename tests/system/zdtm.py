@@ -864,11 +864,45 @@ def flow_unsupported_fd(t):
     wait_until(lambda: os.path.exists(t.path("fd-closed")) or t.prog.poll() is not None, 30,
                "the program to close its descriptor")
     t.expect_running("after closing the descriptor")
-    t.checkpoint()
+    rounds(t, 1)
+    t.verify()
+
+
+def rounds(t, n, progress=20):
+    """n times: checkpoint, run, kill, restart, run."""
+    for _ in range(n):
+        t.checkpoint()
+        t.progress(progress)
+        t.kill_program()
+        t.restart()
+        t.progress(progress, fresh=True)
+
+
+@special
+def flow_unsupported_sock(t):
+    """Sockets the runtime cannot save: a netlink socket, then a Unix pair
+    with a descriptor in flight (SCM_RIGHTS). Each makes -bc fail (exit 1)
+    naming the fd and what it is; nothing is committed and the program goes
+    on. Once both are gone, checkpoints work and the usual kill, restart and
+    verify follow."""
+    t.new_coordinator()
+    t.launch(program(t, "unsupported_sock"))
     t.progress(20)
-    t.kill_program()
-    t.restart()
-    t.progress(20, fresh=True)
+    for want, step, ack in ((("fd 40", "netlink socket"), "close-fd", "fd-closed"),
+                            (("fd 42", "SCM_RIGHTS"), "take-fd", "fd-taken")):
+        out = t.checkpoint(expect_rc=1)
+        check(all(w in out for w in want), "the failed checkpoint's message does not name %s: %s" %
+              (" and ".join(want), out.strip()))
+        log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
+        t.progress(20)
+        check(not [d for d in os.listdir(t.ckpt) if d.startswith("gen-")],
+              "a refused checkpoint left a generation behind: %s" % os.listdir(t.ckpt))
+        with open(t.path(step), "w"):
+            pass
+        wait_until(lambda: os.path.exists(t.path(ack)) or t.prog.poll() is not None, 30,
+                   "the program to act on %s" % step)
+        t.expect_running("after %s" % step)
+    rounds(t, 2)
     t.verify()
 
 
