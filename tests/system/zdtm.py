@@ -906,6 +906,175 @@ def flow_unsupported_sock(t):
     t.verify()
 
 
+class NetnsHosts:
+    """Two "hosts": network namespaces joined by a veth pair, 10.99.7.1 and
+    10.99.7.2 (as the multi-host test bed, shared/testbed, but a pair of
+    our own, named after this driver's pid, so parallel tests do not meet).
+    Nothing is configured in our namespace but an unreachable route for
+    that network, so a packet meant for the hosts never leaves."""
+
+    NET = "10.99.7"
+
+    def __init__(self):
+        self.names = ["zsk%d-h%d" % (os.getpid(), i) for i in (1, 2)]
+        self.made = []
+
+        def ip(*args):
+            r = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+            if r.returncode:
+                raise Skip("cannot make network namespaces here (ip %s: %s)" % (" ".join(args), r.stderr.strip()))
+        if os.getuid() != 0 or not shutil.which("ip"):
+            raise Skip("network namespaces need root and iproute2")
+        ip("route", "replace", "unreachable", self.NET + ".0/24")
+        for n in self.names:
+            ip("netns", "add", n)
+            self.made.append(n)
+        ip("link", "add", "veth0", "netns", self.names[0], "type", "veth", "peer", "name", "veth0", "netns",
+           self.names[1])
+        for i, n in enumerate(self.names):
+            ip("-n", n, "link", "set", "lo", "up")
+            ip("-n", n, "addr", "add", "%s.%d/24" % (self.NET, i + 1), "dev", "veth0")
+            ip("-n", n, "link", "set", "veth0", "up")
+
+    def addr(self, i):
+        return "%s.%d" % (self.NET, i + 1)
+
+    def run_on(self, i, cmd):
+        return ["ip", "netns", "exec", self.names[i]] + cmd
+
+    def pids(self, i):
+        r = subprocess.run(["ip", "netns", "pids", self.names[i]], capture_output=True, text=True)
+        return [int(x) for x in r.stdout.split()]
+
+    def close(self):
+        for n in self.made:
+            for p in self.pids(self.names.index(n)):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        self.made = []
+
+
+@special
+def flow_tcp_hosts(t):
+    """A TCP connection between two hosts of one computation (network
+    namespaces): the server and its coordinator on host 1, the client on
+    host 2, megabytes in flight both ways. launch, checkpoint, kill,
+    restart each host's process on its host, twice, then verify; after each
+    restart the connection must again join 10.99.7.2 to 10.99.7.1 (the
+    runtime reconnected it across the hosts, through the coordinator)."""
+    if t.env.user:
+        raise Skip("the hosts are network namespaces, made as root")
+    hosts = NetnsHosts()
+    try:
+        two_hosts(t, hosts)
+    finally:
+        hosts.close()
+
+
+def two_hosts(t, hosts):
+    h1 = hosts.addr(0)
+    work = [t.path("h1"), t.path("h2")]
+    for w in work:
+        os.makedirs(w)
+    # Members reach the coordinator over TCP across the hosts, so it listens
+    # beyond loopback and the members present its secret (in the checkpoint
+    # directory, where they look for it); the driver talks to it on its
+    # Unix socket.
+    n_coord = [0]
+
+    def coordinator():
+        n_coord[0] += 1
+        pf = os.path.join(t.run, "port%d" % n_coord[0])
+        p = Proc(t, "coordinator%d" % n_coord[0], hosts.run_on(0, [t.env.coord, "--port", "0", "--port-file", pf,
+                                                                    "--bind", h1, "--ckptdir", t.ckpt]))
+        wait_until(lambda: os.path.exists(pf) or p.poll() is not None, 10, "the coordinator's port file")
+        check(p.poll() is None, "the coordinator exited: %s" % p.stderr())
+        return p, int(read_text(pf))
+
+    def command(*a):
+        env = dict(t.proc_env, DMTCP_COORD_SOCKET=os.path.join(t.run, "dmtcp", "default.sock"))
+        r = subprocess.run([t.env.command] + list(a), capture_output=True, text=True, timeout=120, env=env)
+        return r.returncode, r.stdout + r.stderr
+
+    def heartbeat(i):
+        try:
+            return int(read_text(os.path.join(work[i], "heartbeat")).strip() or "-1")
+        except ValueError:
+            return -1
+
+    def progress(n, procs):
+        v = [heartbeat(0), heartbeat(1)]
+        wait_until(lambda: all(heartbeat(i) >= v[i] + n for i in (0, 1)) or any(p.poll() is not None for p in procs),
+                   60, lambda: "both ends to make progress (heartbeats %s, now %d %d)" % (v, heartbeat(0), heartbeat(1)))
+        for p in procs:
+            check(p.poll() is None, "%s ended (%s): %s" % (p.name, p.describe_exit(), p.stderr(1500)))
+
+    def connection_across(pid):
+        """The client's (pid's) TCP connections as host 2 sees them, but
+        the runtime's own to the coordinator."""
+        r = subprocess.run(hosts.run_on(1, ["ss", "-tnpH", "state", "established"]), capture_output=True, text=True)
+        return [l for l in r.stdout.splitlines() if "pid=%d," % pid in l and ":%d " % port not in l]
+
+    coord, port = coordinator()
+    launch = lambda i, args: Proc(t, "launch-h%d" % (i + 1), hosts.run_on(i, [t.env.launch, "-j", "-h", h1, "-p",
+                                  str(port), "--ckptdir", t.ckpt] + program(t, "tcp") + args), cwd=work[i])
+    server = launch(0, ["server", h1])
+    wait_until(lambda: os.path.exists(os.path.join(work[0], "port")) or server.poll() is not None, 30,
+               "the server's port")
+    check(server.poll() is None, "the server ended: %s" % server.stderr())
+    client = launch(1, ["client", h1, read_text(os.path.join(work[0], "port")).strip()])
+    for w in work:
+        wait_until(lambda: os.path.exists(os.path.join(w, "ready")), 30, "both ends to be ready")
+    pids = [int(read_text(os.path.join(w, "ready"))) for w in work]
+    log("%s: server pid %d on %s, client pid %d on %s" % (t.name, pids[0], hosts.names[0], pids[1], hosts.names[1]))
+    procs = [server, client]
+    progress(20, procs)
+    for round_ in (1, 2):
+        rc, out = command("-bc")
+        check(rc == 0, "dmtcp_command -bc exited %d: %s" % (rc, out.strip()))
+        log("%s: checkpoint ok: %s" % (t.name, out.strip()))
+        gen = os.path.realpath(os.path.join(t.ckpt, "latest"))
+        progress(20, procs)
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+        for p in procs:
+            p.wait(30)
+        coord.kill()
+        coord.wait(10)
+        coord, port = coordinator()
+        images = {}
+        for f in os.listdir(gen):
+            if f.endswith(".dmtcp"):
+                r = subprocess.run([t.env.restart, "--inspect", os.path.join(gen, f)], capture_output=True, text=True)
+                m = re.search(r"pid (\d+),", r.stdout)
+                check(m, "no pid in the description of %s" % f)
+                images[int(m.group(1))] = os.path.join(gen, f)
+        check(sorted(images) == sorted(pids), "the images are of processes %s, expected %s" % (sorted(images), pids))
+        procs = [Proc(t, "restart%d-h%d" % (round_, i + 1), hosts.run_on(i, [t.env.restart, "-j", "-h", h1, "-p",
+                      str(port), images[pids[i]]]), cwd=work[i]) for i in (0, 1)]
+        wait_until(lambda: connection_across(pids[1]) or any(p.poll() is not None for p in procs), 60,
+                   "the client's connection to be back")
+        conns = connection_across(pids[1])
+        check(len(conns) == 1 and re.search(r"\s%s:\d+\s+%s:\d+\s" % (re.escape(hosts.addr(1)), re.escape(h1)),
+                                            conns[0]),
+              "after restart %d the client's connections are not one from %s to %s: %s" %
+              (round_, hosts.addr(1), h1, conns))
+        log("%s: restart %d: the connection joins the hosts again: %s" % (t.name, round_, " ".join(conns[0].split()[2:4])))
+        progress(20, procs)
+    os.kill(pids[0], signal.SIGUSR1)
+    for p in procs:
+        p.wait(120)
+    for i, w in enumerate(work):
+        res = read_text(os.path.join(w, "result")).strip()
+        check(procs[i].p.returncode == 0 and res == "PASS", "%s: %s, result file: %s" %
+              (procs[i].name, procs[i].describe_exit(), res or "(none)"))
+    coord.kill()
+    log("%s: verified: both ends PASS" % t.name)
+
+
 # Image header layout (common/img.h), for the corruption cases.
 HDR_VERSION, HDR_CRC, HDR_FILE_SIZE, HDR_DATA_OFF, HDR_DATA_END = 8, 28, 32, 40, 48
 HDR_META_OFF, HDR_META_LEN, HDR_PID = 56, 64, 104

@@ -2,6 +2,12 @@
  * megabytes in flight both ways at every checkpoint.
  *
  *   tcp [-6]
+ *   tcp server ADDR            the parent's part alone, listening on ADDR
+ *                              (its port goes to the file "port")
+ *   tcp client ADDR PORT       the child's part alone (it passes at the end)
+ *
+ * The last two put the ends on two hosts (network namespaces) of a
+ * computation (zdtm.py tcp_hosts).
  *
  * The parent listens on 127.0.0.1 (or ::1) and keeps the listener open;
  * the child connects. Their buffers are set (1 MiB to send, 2 MiB to
@@ -96,6 +102,8 @@ static int getint(int fd, int level, int name) {
         return v;
 }
 
+static bool client_mode;
+
 static _Noreturn void child(int family, const struct sockaddr *addr, socklen_t len) {
         int fd = socket(family, SOCK_STREAM, 0);
         int rcv = CHILD_RCVBUF / 2, snd = SNDBUF / 2;
@@ -103,11 +111,15 @@ static _Noreturn void child(int family, const struct sockaddr *addr, socklen_t l
             setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd) < 0 || connect(fd, addr, len) < 0)
                 fail_errno("child: connect");
         struct stream s = { fd, 2, 1, 0, 0, "child" };
+        if (client_mode)
+                test_ready();
         for (;;) {
                 write_some(&s);
                 ssize_t k = read_some(&s, READ_PER_STEP, false);
                 if (k == 0)
                         break;  /* the parent is verifying */
+                if (client_mode)
+                        test_heartbeat();
                 test_msleep(2);
         }
         check(getint(fd, SOL_SOCKET, SO_RCVBUF) == CHILD_RCVBUF, "child: SO_RCVBUF is %d",
@@ -115,17 +127,30 @@ static _Noreturn void child(int family, const struct sockaddr *addr, socklen_t l
         check(getint(fd, SOL_SOCKET, SO_SNDBUF) == SNDBUF, "child: SO_SNDBUF is %d", getint(fd, SOL_SOCKET, SO_SNDBUF));
         if (shutdown(fd, SHUT_WR) < 0)
                 fail_errno("child: shutdown");
+        if (client_mode)
+                pass();
         exit(0);
 }
 
 int main(int argc, char **argv) {
         test_init(argc, argv);
         bool v6 = argc > 1 && !strcmp(argv[1], "-6");
+        bool server = argc == 3 && !strcmp(argv[1], "server");
+        client_mode = argc == 4 && !strcmp(argv[1], "client");
         int family = v6 ? AF_INET6 : AF_INET;
         struct sockaddr_storage ss;
         memset(&ss, 0, sizeof ss);
         socklen_t len;
-        if (v6) {
+        if (server || client_mode) {
+                struct sockaddr_in *a = (struct sockaddr_in *) &ss;
+                a->sin_family = AF_INET;
+                if (inet_pton(AF_INET, argv[2], &a->sin_addr) != 1)
+                        fail("bad address %s", argv[2]);
+                a->sin_port = htons(client_mode ? (uint16_t) atoi(argv[3]) : 0);
+                len = sizeof *a;
+                if (client_mode)
+                        child(AF_INET, (struct sockaddr *) &ss, len);
+        } else if (v6) {
                 struct sockaddr_in6 *a = (struct sockaddr_in6 *) &ss;
                 a->sin6_family = AF_INET6;
                 a->sin6_addr = in6addr_loopback;
@@ -141,13 +166,17 @@ int main(int argc, char **argv) {
         if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
             bind(l, (struct sockaddr *) &ss, len) < 0 || listen(l, 8) < 0 || getsockname(l, (struct sockaddr *) &ss, &len) < 0)
                 fail_errno("listen");
-        pid_t pid = fork();
-        if (pid < 0)
-                fail_errno("fork");
-        if (pid == 0) {
+        pid_t pid = 0;
+        if (server) {
+                char port[16];
+                snprintf(port, sizeof port, "%u\n", ntohs(((struct sockaddr_in *) &ss)->sin_port));
+                test_write_file("port", port);
+        } else if ((pid = fork()) == 0) {
                 close(l);
                 child(family, (struct sockaddr *) &ss, len);
         }
+        if (pid < 0)
+                fail_errno("fork");
         int fd = accept(l, NULL, NULL);
         if (fd < 0)
                 fail_errno("accept");
@@ -183,8 +212,10 @@ int main(int argc, char **argv) {
         int a = accept(l, NULL, NULL);
         check(a >= 0, "accept after the restarts: %s", strerror(errno));
         close(fd);
-        int status;
-        check(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
-        check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child ended with status %#x", status);
+        if (pid > 0) {
+                int status;
+                check(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
+                check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child ended with status %#x", status);
+        }
         pass();
 }
