@@ -200,8 +200,10 @@ static void abandon(struct ckpt_run *c, int phase, int r, const char *what) {
         fail_detail(detail, sizeof detail, what);
         rt_error("checkpoint %llu failed: %s", (unsigned long long) c->begin.generation, what);
         stop_writer(c);
-        resume_program(c);
+        /* Tell the coordinator first: putting drained data back may need the
+         * other processes, which learn of the abort from it. */
         send_done(c->begin.generation, phase, r < 0 ? r : -EIO, detail, 0, 0, 0);
+        resume_program(c);
         /* Wait for the coordinator's ABORT so the next message we read belongs
          * to the next checkpoint, then say we run. */
         for (;;) {

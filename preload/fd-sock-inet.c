@@ -189,7 +189,7 @@ static bool must_take(const struct skt_ann *reader, const struct skt_ann *writer
 }
 
 /* The peer's announcement; decide how this connection is drained. */
-static int look_up_peer(struct rt_fd *f, char *err, size_t errsize) {
+static int look_up_peer(struct rt_fd *f, bool abandoning, char *err, size_t errsize) {
         struct sk_state *s = sk_of(f);
         struct inet_ck *ck = ck_of(s);
         if (ck->looked_up)
@@ -198,6 +198,14 @@ static int look_up_peer(struct rt_fd *f, char *err, size_t errsize) {
         conn_key(key, sizeof key, "skt", &s->peer, &s->local);
         size_t len;
         int r = rt_kv_get(key, &ck->peer, sizeof ck->peer, &len);
+        if (r == -ECANCELED && abandoning) {
+                /* The abort came first and waits to be read: look past it. */
+                struct proto_msg m;
+                if (rt_recv(&m, 0) == 0) {
+                        r = rt_kv_get(key, &ck->peer, sizeof ck->peer, &len);
+                        rt_unrecv(&m);
+                }
+        }
         if (r < 0 && r != -ENOENT) {
                 if (r != -ECANCELED)
                         snprintf(err, errsize, "fd %d: cannot look up its TCP peer: %s", f->d.fd, strerror(-r));
@@ -296,7 +304,7 @@ static int drain_all(bool abandoning, char *err, size_t errsize) {
                 struct sk_state *s = sk_of(f);
                 if (s->drain_started)
                         continue;
-                int r = look_up_peer(f, err, errsize);
+                int r = look_up_peer(f, abandoning, err, errsize);
                 if (r < 0)
                         return r;
                 s->drain_started = true;

@@ -906,6 +906,28 @@ def flow_unsupported_sock(t):
     t.verify()
 
 
+@special
+def flow_tcp_abort(t):
+    """A checkpoint that fails after the TCP drain read megabytes out of the
+    connection (a Unix pair with a descriptor in flight, drained later, makes
+    it fail): both ends must put them all back, and the program, checking
+    every byte, goes on. Then the usual rounds."""
+    t.new_coordinator()
+    t.launch(program(t, "tcp", "--abort"))
+    t.progress(50)
+    out = t.checkpoint(expect_rc=1)
+    check("fd 61" in out and "SCM_RIGHTS" in out, "the checkpoint did not fail on fd 61: %s" % out.strip())
+    log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
+    t.progress(200)
+    with open(t.path("take-fd"), "w"):
+        pass
+    wait_until(lambda: os.path.exists(t.path("fd-taken")) or t.prog.poll() is not None, 30,
+               "the program to take the descriptor")
+    t.expect_running("after taking the descriptor")
+    rounds(t, 2, progress=100)
+    t.verify()
+
+
 class NetnsHosts:
     """Two "hosts": network namespaces joined by a veth pair, 10.99.7.1 and
     10.99.7.2 (as the multi-host test bed, shared/testbed, but a pair of

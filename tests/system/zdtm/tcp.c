@@ -5,6 +5,11 @@
  *   tcp server ADDR            the parent's part alone, listening on ADDR
  *                              (its port goes to the file "port")
  *   tcp client ADDR PORT       the child's part alone (it passes at the end)
+ *   tcp --abort                as the first, with a Unix socket pair holding
+ *                              a descriptor in flight at fds 60/61 until the
+ *                              driver asks (file "take-fd"): a checkpoint
+ *                              fails after the TCP bytes were drained, and
+ *                              must give them all back (zdtm.py tcp_abort)
  *
  * The last two put the ends on two hosts (network namespaces) of a
  * computation (zdtm.py tcp_hosts).
@@ -135,6 +140,7 @@ static _Noreturn void child(int family, const struct sockaddr *addr, socklen_t l
 int main(int argc, char **argv) {
         test_init(argc, argv);
         bool v6 = argc > 1 && !strcmp(argv[1], "-6");
+        bool abort_mode = argc > 1 && !strcmp(argv[1], "--abort");
         bool server = argc == 3 && !strcmp(argv[1], "server");
         client_mode = argc == 4 && !strcmp(argv[1], "client");
         int family = v6 ? AF_INET6 : AF_INET;
@@ -188,8 +194,21 @@ int main(int argc, char **argv) {
             setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
                 fail_errno("options");
         struct stream s = { fd, 1, 2, 0, 0, "parent" };
+        if (abort_mode) {
+                int p[2];
+                if (socketpair(AF_UNIX, SOCK_STREAM, 0, p) < 0 || dup2(p[0], 60) < 0 || dup2(p[1], 61) < 0)
+                        fail_errno("socketpair");
+                close(p[0]);
+                close(p[1]);
+                send_fd(60, 0);
+        }
         test_ready();
         while (!test_verify_requested()) {
+                if (abort_mode && access("take-fd", F_OK) == 0) {
+                        close(recv_fd(61));
+                        abort_mode = false;
+                        test_write_file("fd-taken", "1\n");
+                }
                 write_some(&s);
                 check(read_some(&s, READ_PER_STEP, false) != 0, "parent: end of file");
                 test_heartbeat();

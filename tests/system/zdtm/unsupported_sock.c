@@ -23,41 +23,6 @@
 #define FD_A 41
 #define FD_B 42
 
-static void pass_fd(int via, int fd) {
-        char c = 'x';
-        struct iovec iov = { &c, 1 };
-        union {
-                struct cmsghdr h;
-                char buf[CMSG_SPACE(sizeof(int))];
-        } u;
-        memset(&u, 0, sizeof u);
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-        if (sendmsg(via, &mh, 0) != 1)
-                fail_errno("sendmsg SCM_RIGHTS");
-}
-
-static int take_fd(int via) {
-        char c;
-        struct iovec iov = { &c, 1 };
-        union {
-                struct cmsghdr h;
-                char buf[CMSG_SPACE(sizeof(int))];
-        } u;
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
-        if (recvmsg(via, &mh, 0) != 1)
-                fail_errno("recvmsg SCM_RIGHTS");
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        check(cm && cm->cmsg_type == SCM_RIGHTS, "no descriptor came with the message");
-        int fd;
-        memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-        return fd;
-}
-
 static void to_fd(int fd, int want) {
         if (dup2(fd, want) < 0)
                 fail_errno("dup2");
@@ -82,12 +47,12 @@ int main(int argc, char **argv) {
                                 fail_errno("socketpair");
                         to_fd(p[0], FD_A);
                         to_fd(p[1], FD_B);
-                        pass_fd(FD_A, 0);
+                        send_fd(FD_A, 0);
                         stage = 1;
                         test_write_file("fd-closed", "1\n");
                 }
                 if (stage == 1 && access("take-fd", F_OK) == 0) {
-                        int fd = take_fd(FD_B);
+                        int fd = recv_fd(FD_B);
                         check(fcntl(fd, F_GETFD) >= 0, "the descriptor received is not open");
                         close(fd);
                         stage = 2;
