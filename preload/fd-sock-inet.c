@@ -15,7 +15,10 @@
  * A half-closed connection with bytes still in a send queue cannot be put
  * back that way: the checkpoint fails, naming it; a later one works.
  * A connection whose peer announced nothing is outside the computation:
- * restored closed, after what was queued for the program.
+ * restored closed, after what was queued for the program; unless it waits
+ * in the backlog of a listener of the computation (listeners announce
+ * "sktl/<address>"): then a restart connects it again, and it waits there
+ * again.
  *
  * Restart: listening and bound sockets bind again (SO_REUSEADDR while
  * binding), UDP sockets connect again to their peer (datagrams in flight
@@ -125,10 +128,18 @@ int sk_inet_announce(struct rt_fd *f, char *err, size_t errsize) {
         }
         struct tcp_info ti = tcp_info_of(fd);
         switch (ti.tcpi_state) {
-        case ST_LISTEN:
+        case ST_LISTEN: {
                 s->role = SK_LISTENING;
                 s->backlog = (int32_t) ti.tcpi_sacked;  /* a listener's sk_max_ack_backlog */
-                return 0;
+                /* Its clients not accepted yet find it here. */
+                char key[PROTO_KEY_MAX + 1], l[80];
+                endpoint(&s->local, l, sizeof l);
+                snprintf(key, sizeof key, "sktl/%s", l);
+                int r = rt_kv_put(key, rt.cfg.upid, strlen(rt.cfg.upid) + 1);
+                if (r < 0)
+                        snprintf(err, errsize, "fd %d (TCP listener): cannot announce it: %s", fd, strerror(-r));
+                return r;
+        }
         case ST_SYN_SENT:
         case ST_SYN_RECV:
                 s->role = s->peer.len ? SK_PENDING : SK_UNCONNECTED;
@@ -188,6 +199,75 @@ static bool must_take(const struct skt_ann *reader, const struct skt_ann *writer
         return need > reader->queued || (need && !(reader->flags & ANN_PEEK_OK));
 }
 
+static struct sk_addr any_port(const struct sk_addr *a);
+
+static int kv_get_past_abort(const char *key, void *value, size_t size, size_t *len, bool abandoning) {
+        int r = rt_kv_get(key, value, size, len);
+        if (r == -ECANCELED && abandoning) {
+                /* The abort came first and waits to be read: look past it. */
+                struct proto_msg m;
+                if (rt_recv(&m, 0) == 0) {
+                        r = rt_kv_get(key, value, size, len);
+                        rt_unrecv(&m);
+                }
+        }
+        return r;
+}
+
+static bool is_loopback(const struct sk_addr *a) {
+        if (a->u.sa.sa_family == AF_INET)
+                return (ntohl(a->u.in.sin_addr.s_addr) >> 24) == 127;
+        return IN6_IS_ADDR_LOOPBACK(&a->u.in6.sin6_addr) ||
+               (IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr) && a->u.in6.sin6_addr.s6_addr[12] == 127);
+}
+
+static bool same_ip(const struct sk_addr *a, const struct sk_addr *b) {
+        char x[80], y[80];
+        struct sk_addr p = any_port(a), q = any_port(b);
+        endpoint(&p, x, sizeof x);
+        endpoint(&q, y, sizeof y);
+        return !strcmp(x, y);
+}
+
+/* No process of the computation holds the peer: is it a connection still
+ * waiting in the backlog of a listener of ours? Then a restart connects
+ * again, unless it carries bytes the server never read (that cannot be
+ * kept: the checkpoint fails, a later one works). 1 yes, 0 no, -errno. */
+static int waiting_for_accept(struct rt_fd *f, bool abandoning, char *err, size_t errsize) {
+        struct sk_state *s = sk_of(f);
+        char key[PROTO_KEY_MAX + 1], p[80], upid[PROTO_ID_MAX + 1];
+        size_t len;
+        endpoint(&s->peer, p, sizeof p);
+        snprintf(key, sizeof key, "sktl/%s", p);
+        int r = kv_get_past_abort(key, upid, sizeof upid, &len, abandoning);
+        if (r == -ENOENT && (is_loopback(&s->peer) || same_ip(&s->peer, &s->local))) {
+                /* A listener on every address of this host. */
+                uint16_t port = ntohs(s->peer.u.sa.sa_family == AF_INET ? s->peer.u.in.sin_port : s->peer.u.in6.sin6_port);
+                snprintf(key, sizeof key, "sktl/0.0.0.0:%u", port);
+                r = kv_get_past_abort(key, upid, sizeof upid, &len, abandoning);
+                if (r == -ENOENT) {
+                        snprintf(key, sizeof key, "sktl/[::]:%u", port);
+                        r = kv_get_past_abort(key, upid, sizeof upid, &len, abandoning);
+                }
+        }
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0) {
+                if (r != -ECANCELED)
+                        snprintf(err, errsize, "fd %d: cannot look up its TCP peer: %s", f->d.fd, strerror(-r));
+                return r;
+        }
+        if (ck_of(s)->mine.written) {
+                snprintf(err, errsize, "fd %d: its connection to %s is not accepted yet and holds %llu bytes the server "
+                         "has not read, which cannot be checkpointed; checkpoint again once it is accepted", f->d.fd, p,
+                         (unsigned long long) ck_of(s)->mine.written);
+                return -EAGAIN;
+        }
+        s->role = SK_PENDING;
+        s->flags |= SKF_PEER_IN;
+        return 1;
+}
+
 /* The peer's announcement; decide how this connection is drained. */
 static int look_up_peer(struct rt_fd *f, bool abandoning, char *err, size_t errsize) {
         struct sk_state *s = sk_of(f);
@@ -197,15 +277,7 @@ static int look_up_peer(struct rt_fd *f, bool abandoning, char *err, size_t errs
         char key[PROTO_KEY_MAX + 1];
         conn_key(key, sizeof key, "skt", &s->peer, &s->local);
         size_t len;
-        int r = rt_kv_get(key, &ck->peer, sizeof ck->peer, &len);
-        if (r == -ECANCELED && abandoning) {
-                /* The abort came first and waits to be read: look past it. */
-                struct proto_msg m;
-                if (rt_recv(&m, 0) == 0) {
-                        r = rt_kv_get(key, &ck->peer, sizeof ck->peer, &len);
-                        rt_unrecv(&m);
-                }
-        }
+        int r = kv_get_past_abort(key, &ck->peer, sizeof ck->peer, &len, abandoning);
         if (r < 0 && r != -ENOENT) {
                 if (r != -ECANCELED)
                         snprintf(err, errsize, "fd %d: cannot look up its TCP peer: %s", f->d.fd, strerror(-r));
@@ -214,6 +286,8 @@ static int look_up_peer(struct rt_fd *f, bool abandoning, char *err, size_t errs
         ck->looked_up = true;
         ck->have_peer = r == 0 && len == sizeof ck->peer;
         if (!ck->have_peer) {
+                if ((r = waiting_for_accept(f, abandoning, err, errsize)) != 0)
+                        return r < 0 ? r : 0;
                 s->flags |= SKF_EXTERNAL;
                 return 0;
         }
@@ -632,6 +706,8 @@ int sk_inet_connect_all(char *err, size_t errsize) {
                                 return fd;
                         if (connect(fd, &s->peer.u.sa, s->peer.len) < 0 && errno != EINPROGRESS)
                                 rt_warn("fd %d: connecting again failed: %s", f->d.fd, strerror(errno));
+                        else if (s->flags & SKF_PEER_IN)
+                                sk_wait(fd, POLLOUT, WAIT_PEER_MS);     /* it was connected: be so again */
                         if ((r = sk_place(f, fd, err, errsize)) < 0)
                                 return r;
                         continue;

@@ -26,7 +26,11 @@
  * At verification the parent stops writing and shuts down its writing side;
  * the child reads everything up to that end of file, shuts down its own and
  * exits; the parent reads everything up to the child's end of file. A new
- * connection to the listener must still work. */
+ * connection to the listener must still work.
+ *
+ * The parent also keeps a connection of its own to its listener that it
+ * accepts only at verification (it waits in the backlog at every
+ * checkpoint): it must be there, and carry a byte. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -194,6 +198,12 @@ int main(int argc, char **argv) {
             setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
                 fail_errno("options");
         struct stream s = { fd, 1, 2, 0, 0, "parent" };
+        int waiting = -1;
+        if (!server) {
+                waiting = socket(family, SOCK_STREAM, 0);
+                if (waiting < 0 || connect(waiting, (struct sockaddr *) &ss, len) < 0)
+                        fail_errno("connect a second time");
+        }
         if (abort_mode) {
                 int p[2];
                 if (socketpair(AF_UNIX, SOCK_STREAM, 0, p) < 0 || dup2(p[0], 60) < 0 || dup2(p[1], 61) < 0)
@@ -224,6 +234,14 @@ int main(int argc, char **argv) {
         while (read_some(&s, 1 << 20, true) > 0)
                 ;
         check(s.read > 0 && s.written > 0, "nothing went through");
+        if (waiting >= 0) {
+                int w = accept(l, NULL, NULL);
+                char c = 0;
+                check(w >= 0, "accept the connection that waited: %s", strerror(errno));
+                write_all(waiting, "w", 1, "the connection that waited");
+                read_all(w, &c, 1, "the connection that waited");
+                check(c == 'w', "the connection that waited carried %c", c);
+        }
         /* The listener still takes connections. */
         int c = socket(family, SOCK_STREAM, 0);
         if (c < 0 || connect(c, (struct sockaddr *) &ss, len) < 0)
