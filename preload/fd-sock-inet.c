@@ -8,10 +8,10 @@
  * exactly how many bytes its peer wrote that it has not read, and whether
  * they have all arrived; both ends decide the same way:
  *   - all arrived: peek at them (SO_PEEK_OFF), take nothing;
- *   - some still in the peer's send queue (a full window): read them all
- *     out (that is the only way to get them); after the checkpoint, or an
- *     abort, both ends exchange what they read and write the other's back
- *     (fd-sock.c), before the program runs again.
+ *   - some still in a send queue (a full window), either way: both ends
+ *     read all theirs out (that is the only way to get them); after the
+ *     checkpoint, or an abort, they exchange what they read and write the
+ *     other's back (fd-sock.c), before the program runs again.
  * A half-closed connection with bytes still in a send queue cannot be put
  * back that way: the checkpoint fails, naming it; a later one works.
  * A connection whose peer announced nothing is outside the computation:
@@ -293,12 +293,15 @@ static int look_up_peer(struct rt_fd *f, bool abandoning, char *err, size_t errs
         }
         s->flags |= SKF_PEER_IN;
         s->need = ck->peer.written - ck->mine.read;
-        bool take_mine = must_take(&ck->mine, &ck->peer), take_theirs = must_take(&ck->peer, &ck->mine);
-        if (take_mine)
-                s->flags |= SKF_CONSUMED;
-        if (take_mine || take_theirs)
-                s->flags |= SKF_EXCHANGE;
+        /* One direction to take means both: the exchange runs through the
+         * connection, which must hold no byte of the program's in front of
+         * it either way. */
+        if (must_take(&ck->mine, &ck->peer) || must_take(&ck->peer, &ck->mine))
+                s->flags |= SKF_CONSUMED | SKF_EXCHANGE;
         if ((s->flags & SKF_EXCHANGE) && ((ck->mine.flags | ck->peer.flags) & ANN_SHUT_WR)) {
+                /* Both ends see it so and take nothing, even if the abort
+                 * that follows makes them finish draining. */
+                s->flags &= ~(SKF_CONSUMED | SKF_EXCHANGE);
                 char l[80], p[80];
                 endpoint(&s->local, l, sizeof l);
                 endpoint(&s->peer, p, sizeof p);

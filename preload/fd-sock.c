@@ -34,7 +34,17 @@
  *                shutdown state, options and file flags are set.
  * A connection whose peer is outside the computation comes back closed:
  * what was queued for the program, then end of file (as after a network
- * failure), with a warning naming the fd and the peer. */
+ * failure), with a warning naming the fd and the peer, and a NOTICE the
+ * coordinator logs.
+ *
+ * Not kept (each file says more): the ports of a TCP connection (new ones
+ * after a restart) and the names of connected Unix stream sockets; UDP
+ * datagrams in flight; the sender's address of Unix datagrams queued on a
+ * named socket; TCP urgent data and shutdown(SHUT_RD); autotuning of TCP
+ * buffers (their sizes are set as they were). Refused, naming the fd: a
+ * half-closed TCP connection with bytes stuck in a send queue, and a
+ * connection not accepted yet holding bytes the server never read (both
+ * pass on a later checkpoint), and descriptors in flight (SCM_RIGHTS). */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
