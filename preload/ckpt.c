@@ -178,6 +178,7 @@ static void stop_writer(struct ckpt_run *c) {
                         ;
                 c->writer = 0;
         }
+        rt_fd_set_private(c->writer_pipe, false);
         c->writer_pipe = safe_close(c->writer_pipe);
 }
 
@@ -298,6 +299,7 @@ static int wait_writer(struct ckpt_run *c, struct wr_result *res) {
                         while (waitpid(c->writer, &st, __WCLONE) < 0 && errno == EINTR)
                                 ;
                         c->writer = 0;
+                        rt_fd_set_private(c->writer_pipe, false);
                         c->writer_pipe = safe_close(c->writer_pipe);
                         if (k != (ssize_t) sizeof *res) {
                                 snprintf(res->err, sizeof res->err, "the snapshot writer died (%s)",
@@ -353,7 +355,7 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         c.suspended = true;
         if (r < 0)
                 return abandon(&c, PROTO_PH_SUSPEND, r, err);
-        r = rt_wait_children(begin, err, sizeof err);
+        r = rt_wait_children(err, sizeof err);
         if (r == -ECANCELED)
                 goto aborted_pushed;
         if (r == -ECONNRESET)
@@ -367,6 +369,11 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         send_done(gen, PROTO_PH_SUSPEND, 0, NULL, 0, 0, t_suspended - t0);
         if ((r = wait_go(&c, PROTO_PH_SUSPEND)) < 0)
                 goto aborted;
+        r = rt_children_after_suspend(err, sizeof err);
+        if (r == -ECANCELED)
+                goto aborted_pushed;
+        if (r < 0)
+                return abandon(&c, PROTO_PH_ELECT, r, err);
 
         /* Descriptors shared between processes: elect who saves each. */
         if ((r = rt_fds_elect(err, sizeof err)) < 0)
@@ -433,6 +440,7 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
                 raw_syscall1(SYS_close, p[1]);
                 raw_syscall1(SYS_close, img_fd);
                 c.writer_pipe = p[0];
+                rt_fd_set_private(p[0], true);
                 if (c.writer < 0) {
                         r = c.writer;
                         c.writer = 0;

@@ -75,6 +75,13 @@ void rt_fd_set_private(int fd, bool on) {
                 private_fds[n_private_fds++] = fd;
 }
 
+void rt_fds_close_private(void) {
+        rt.coord_fd = safe_close(rt.coord_fd);
+        for (uint32_t i = 0; i < n_private_fds; i++)
+                raw_syscall1(SYS_close, private_fds[i]);
+        n_private_fds = 0;
+}
+
 char *rt_strdup_state(const char *s) {
         size_t n = strlen(s);
         char *d = rt_alloc(RT_ARENA_STATE, n + 1);

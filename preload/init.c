@@ -147,9 +147,29 @@ static int coord_join_worker(char *reason, size_t rsize) {
         return 0;
 }
 
+/* A fork while the checkpoint thread connects would give the child a
+ * socket no one knows of: fork waits for the connection to be made. */
+static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int rt_coord_reconnect(void) {
         char reason[256] = "";
-        return coord_join_worker(reason, sizeof reason);
+        pthread_mutex_lock(&conn_lock);
+        int r = coord_join_worker(reason, sizeof reason);
+        pthread_mutex_unlock(&conn_lock);
+        return r;
+}
+
+static void atfork_prepare(void) {
+        pthread_mutex_lock(&conn_lock);
+}
+
+static void atfork_parent(void) {
+        pthread_mutex_unlock(&conn_lock);
+}
+
+static void atfork_child(void) {
+        pthread_mutex_init(&conn_lock, NULL);
+        rt_atfork_child();
 }
 
 /* --- wrappers ------------------------------------------------------------ */
@@ -237,7 +257,7 @@ __attribute__((constructor(101))) static void rt_init(void) {
                 _exit(fail);
         }
         rt.initialized = true;
-        pthread_atfork(NULL, NULL, rt_atfork_child);
+        pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
         r = rt_ckpt_thread_start();
         if (r < 0) {
                 rt_error("cannot start the checkpoint thread: %s", strerror(-r));

@@ -245,6 +245,7 @@ int rt_kv_get(const char *key, void *value, size_t size, size_t *len);
 bool rt_fd_is_private(int fd);
 int rt_fd_move_private(int fd);                    /* dup to >= RT_FD_BASE, CLOEXEC */
 void rt_fd_set_private(int fd, bool on);           /* hide one of our descriptors */
+void rt_fds_close_private(void);                   /* a forked child: close the parent runtime's */
 
 /* mem.c */
 int rt_mem_presuspend(void);
@@ -262,7 +263,8 @@ void rt_new_upid(void);
 
 /* fork.c: children join by themselves; a checkpoint waits for them. */
 void rt_atfork_child(void);
-int rt_wait_children(const struct proto_ckpt_begin *begin, char *err, size_t errsize);
+int rt_wait_children(char *err, size_t errsize);          /* SUSPEND: children joined or recorded */
+int rt_children_after_suspend(char *err, size_t errsize); /* after GO(SUSPEND): late zombies */
 
 /* exec.c */
 void rt_env_after_restart(void);

@@ -747,6 +747,9 @@ SPECS = {
     # Two processes, pipes between them and in each, a description shared
     # by both, bytes in flight at the checkpoint.
     "pipes": lambda t: Spec(program(t, "pipes"), progress=100),
+    # Three generations around a ring of pipes, a session, a group, a
+    # zombie; system(), popen() and vfork() now and then.
+    "tree": lambda t: Spec(program(t, "tree"), progress=150),
     # A shell pipeline: a forked subshell, an exec'd cat and a Python
     # consumer, the pipes between them full at every checkpoint.
     "pipeline": lambda t: Spec(script(t, "/bin/bash", "pipeline.sh"), progress=20),
