@@ -220,6 +220,7 @@ enum img_fd_kind {
         IMG_FD_CHARDEV,                    /* /dev/null, /dev/zero, /dev/urandom, ... */
         IMG_FD_TTY,                        /* a terminal opened by the program */
         IMG_FD_PIPE,                       /* one end of a pipe */
+        IMG_FD_SOCKET,                     /* a Unix, TCP or UDP socket */
         _IMG_FD_MAX,
 };
 

@@ -1295,6 +1295,18 @@ void coord_state_who_is(struct coord_state *s, uint64_t conn, const struct proto
         send_to(s, conn, &r);
 }
 
+void coord_state_notice(struct coord_state *s, uint64_t conn, const struct proto_notice *n) {
+        struct coord_member *m = member_find(s, conn);
+        if (!m)
+                return;
+        if (m->pending)
+                return violation(s, m, "NOTICE before being welcomed");
+        char who[PROTO_NAME_MAX + PROTO_HOST_MAX + 64];
+        member_describe(m, who, sizeof who);
+        struct coord_log *l = log_add(s, n->level, COORD_EV_NONE, "%s: %s", who, n->text);
+        log_set_member(l, m);
+}
+
 void coord_state_kv_get(struct coord_state *s, uint64_t conn, const struct proto_kv *kv) {
         struct coord_member *m = member_find(s, conn);
         if (!m)

@@ -275,6 +275,8 @@ void coord_state_tick(struct coord_state *s);
 /* A member is about to exec (EXEC); who is (host, pid) (WHO_IS). */
 void coord_state_exec(struct coord_state *s, uint64_t conn);
 void coord_state_who_is(struct coord_state *s, uint64_t conn, const struct proto_who_is *q);
+/* A member's NOTICE: one line of the log, naming the member. */
+void coord_state_notice(struct coord_state *s, uint64_t conn, const struct proto_notice *n);
 
 /* How long an exec'ing member keeps its place for its new image. */
 #define COORD_EXEC_GRACE_USEC (10ULL * 1000000ULL)

@@ -163,6 +163,7 @@ static void fail_detail(char *buf, size_t size, const char *what) {
 }
 
 static void resume_program(struct ckpt_run *c) {
+        rt_fds_abandon();       /* an abort after the drain: data back first */
         rt_fds_after_drain();   /* owners back, if an abort came before */
         if (c->suspended) {
                 rt_threads_resume();
@@ -203,8 +204,10 @@ static void abandon(struct ckpt_run *c, int phase, int r, const char *what) {
         fail_detail(detail, sizeof detail, what);
         rt_error("checkpoint %llu failed: %s", (unsigned long long) c->begin.generation, what);
         stop_writer(c);
-        resume_program(c);
+        /* Tell the coordinator first: putting drained data back may need the
+         * other processes, which learn of the abort from it. */
         send_done(c->begin.generation, phase, r < 0 ? r : -EIO, detail, 0, 0, 0);
+        resume_program(c);
         /* Wait for the coordinator's ABORT so the next message we read belongs
          * to the next checkpoint, then say we run. */
         for (;;) {

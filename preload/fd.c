@@ -34,6 +34,7 @@ static const struct rt_fd_ops *const kinds[] = {
         &rt_fd_chardev_ops,
         &rt_fd_tty_ops,
         &rt_fd_pipe_ops,
+        &rt_fd_socket_ops,
 };
 
 static int private_fds[RST_MAX_FILE_FDS + 16];
@@ -335,6 +336,7 @@ static void fds_key(char *key, size_t size, pid_t pid, uint32_t page) {
 }
 
 static bool elected;    /* owners changed: put them back */
+static bool resolving;  /* GO(ELECT) came and REFILL is not done: kinds may have drained */
 
 int rt_fds_elect(char *err, size_t errsize) {
         struct fds_page pg;
@@ -368,9 +370,17 @@ int rt_fds_elect(char *err, size_t errsize) {
         char key[PROTO_KEY_MAX + 1];
         fds_key(key, sizeof key, rt.pid, page);
         int r = rt_kv_put(key, &pg, offsetof(struct fds_page, e) + pg.n * sizeof(struct fds_entry));
-        if (r < 0)
+        if (r < 0) {
                 snprintf(err, errsize, "cannot publish descriptors: %s", strerror(-r));
-        return r;
+                return r;
+        }
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                const struct rt_fd_ops *ops = ops_of(f);
+                if (ops->announce && (r = ops->announce(f, err, errsize)) < 0)
+                        return r;
+        }
+        return 0;
 }
 
 /* Which of the leader's descriptors is the same description as our fd? */
@@ -403,6 +413,7 @@ static int find_leader_fd(struct rt_fd *f, char *leader_upid, size_t size) {
 }
 
 int rt_fds_resolve(char *err, size_t errsize) {
+        resolving = true;
         for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
                 struct rt_fd *f = &rt_cap->fds[i];
                 if (!f->shareable)
@@ -484,7 +495,29 @@ int rt_fds_refill(char *err, size_t errsize) {
                                 return r;
                 }
         }
+        resolving = false;
         return 0;
+}
+
+void rt_fds_abandon(void) {
+        if (!resolving)
+                return;
+        resolving = false;
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                if (f->shareable && elected) {
+                        /* The election is settled even if resolving stopped early. */
+                        struct f_owner_ex o = { 0 };
+                        raw_syscall3(SYS_fcntl, f->d.fd, F_GETOWN_EX, (long) &o);
+                        f->leader = !(o.type == F_OWNER_PID && o.pid != rt.pid && o.pid > 0);
+                }
+        }
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                const struct rt_fd_ops *ops = ops_of(f);
+                if (f->leader && ops->abandon)
+                        ops->abandon(f);
+        }
 }
 
 static const struct rt_fd_ops *ops_by_kind(uint32_t kind) {

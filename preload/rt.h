@@ -130,6 +130,7 @@ struct rt_fd {
         pid_t leader_pid;
         uint8_t *data;                  /* drained bytes (state arena) */
         size_t data_len;
+        void *priv;                     /* the kind's own saved state (state arena) */
         bool restored;                  /* restart: in place */
 };
 
@@ -220,6 +221,7 @@ int rt_fds_scan(char *err, size_t errsize);        /* SUSPEND: list, classify */
 int rt_fds_elect(char *err, size_t errsize);       /* after GO(SUSPEND) */
 int rt_fds_resolve(char *err, size_t errsize);     /* after GO(ELECT): leaders, drain */
 void rt_fds_after_drain(void);                     /* after GO(DRAIN) */
+void rt_fds_abandon(void);                         /* checkpoint given up: undo drains */
 int rt_fds_capture(char *err, size_t errsize);     /* CAPTURE */
 int rt_fds_refill(char *err, size_t errsize);      /* REFILL */
 int rt_fds_restore(char *err, size_t errsize);     /* restart: RST_RESTORE */

@@ -532,6 +532,31 @@ static void test_who_is(void **state) {
         assert_int_equal(who(s, 10, 501), PROTO_WHO_EXEC);
 }
 
+/* A member's NOTICE is one line of the log at its level, naming the
+ * member. */
+static void test_notice(void **state) {
+        struct coord_state *s = *state;
+        join_pid(s, 10, "server", 500);
+        take(s);
+        acts_clear();
+        struct proto_notice n = { .level = LOG_WARNING };
+        strscpy(n.text, "fd 7: TCP connection to 192.0.2.1:80 is outside the computation", sizeof n.text);
+        coord_state_notice(s, 10, &n);
+        take(s);
+        const struct coord_log *l = log_matching("outside the computation");
+        assert_non_null(l);
+        assert_int_equal(l->level, LOG_WARNING);
+        assert_non_null(strstr(l->text, "server"));
+        assert_non_null(strstr(l->text, "pid 500"));
+        assert_true(l->fields & COORD_LOG_MEMBER);
+        assert_false(closed(10));
+        /* From a connection that is no member: nothing. */
+        acts_clear();
+        coord_state_notice(s, 99, &n);
+        take(s);
+        assert_null(log_matching("outside the computation"));
+}
+
 /* A member that announced an exec keeps its place in the round until its
  * new image joins; that image takes part in the checkpoint. */
 static void test_exec_keeps_place(void **state) {
@@ -1188,6 +1213,7 @@ int main(void) {
                 cmocka_unit_test(test_vanish_in_each_phase),
                 cmocka_unit_test(test_vanish_before_suspended),
                 cmocka_unit_test_setup_teardown(test_who_is, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_notice, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_exec_keeps_place, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_exec_grace_expires, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_vanish_after_commit_is_no_abort, setup, teardown),
