@@ -609,21 +609,61 @@ void rt_ckpt_thread_block_signals(void) {
         raw_syscall4(SYS_rt_sigprocmask, SIG_SETMASK, (long) &mask, 0, 8);
 }
 
+/* Critical sections no checkpoint of this process may cut: an exec being
+ * announced (rt.crit, exec.c), a section of the program between
+ * dmtcp_disable_ckpt and dmtcp_enable_ckpt (rt.app_crit, api.c). Entering
+ * waits for a checkpoint under way to end; a checkpoint waits for the
+ * sections to be left. */
+void rt_crit_enter(_Atomic uint32_t *count) {
+        for (;;) {
+                uint32_t a = atomic_load(&rt.ckpt_active);
+                if (a) {
+                        struct timespec ts = { 0, 50 * 1000 * 1000 };
+                        raw_futex_wait((uint32_t *) &rt.ckpt_active, a, &ts);
+                        continue;
+                }
+                atomic_fetch_add(count, 1);
+                if (!atomic_load(&rt.ckpt_active))
+                        return;
+                atomic_fetch_sub(count, 1);
+                raw_futex_wake((uint32_t *) count, 1);
+        }
+}
+
+void rt_crit_leave(_Atomic uint32_t *count) {
+        atomic_fetch_sub(count, 1);
+        raw_futex_wake((uint32_t *) count, 1);
+}
+
+/* Wait for threads to leave the critical sections. An exec is given 10 s;
+ * the program's own sections as long as they last (it asked for that). */
+static void wait_critical_sections(void) {
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        bool warned_exec = false, warned_app = false;
+        for (;;) {
+                uint32_t c = atomic_load(&rt.crit), a = atomic_load(&rt.app_crit);
+                uint64_t waited = now_usec(CLOCK_MONOTONIC) - t0;
+                if (c && waited > 10000000 && !warned_exec) {
+                        rt_warn("checkpoint: %u thread(s) still starting a program after 10 s; going on", c);
+                        warned_exec = true;
+                }
+                if (a && waited > 10000000 && !warned_app) {
+                        rt_warn("checkpoint: waiting for the program, which disabled checkpoints "
+                                "(dmtcp_disable_ckpt) in %u thread(s)", a);
+                        warned_app = true;
+                }
+                if ((c == 0 || warned_exec) && a == 0)
+                        return;
+                struct timespec ts = { 0, 10 * 1000 * 1000 };
+                raw_futex_wait((uint32_t *) (a ? &rt.app_crit : &rt.crit), a ? a : c, &ts);
+        }
+}
+
 /* While a checkpoint of this process runs, no exec starts (exec.c), and a
  * checkpoint waits for an exec being announced. */
 static void do_checkpoint(const struct proto_ckpt_begin *begin) {
         atomic_store(&rt.ckpt_active, 1);
-        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
-        for (;;) {
-                uint32_t c = atomic_load(&rt.crit);
-                if (c == 0 || now_usec(CLOCK_MONOTONIC) - t0 > 10000000) {
-                        if (c)
-                                rt_warn("checkpoint: %u thread(s) still starting a program after 10 s; going on", c);
-                        break;
-                }
-                struct timespec ts = { 0, 10 * 1000 * 1000 };
-                raw_futex_wait((uint32_t *) &rt.crit, c, &ts);
-        }
+        wait_critical_sections();
         do_checkpoint_inner(begin);
         atomic_store(&rt.ckpt_active, 0);
         raw_futex_wake((uint32_t *) &rt.ckpt_active, INT32_MAX);

@@ -154,19 +154,7 @@ static size_t env_count(char *const env[]) {
 static bool exec_enter(bool announce) {
         if (!rt.initialized || (pid_t) raw_getpid() != rt.pid)
                 return false;
-        for (;;) {
-                uint32_t a = atomic_load(&rt.ckpt_active);
-                if (a) {
-                        struct timespec ts = { 0, 50 * 1000 * 1000 };
-                        raw_futex_wait((uint32_t *) &rt.ckpt_active, a, &ts);
-                        continue;
-                }
-                atomic_fetch_add(&rt.crit, 1);
-                if (!atomic_load(&rt.ckpt_active))
-                        break;
-                atomic_fetch_sub(&rt.crit, 1);
-                raw_futex_wake((uint32_t *) &rt.crit, 1);
-        }
+        rt_crit_enter(&rt.crit);
         if (announce) {
                 /* Wait for a join in flight (it holds the fork lock), and
                  * start none until the exec: the coordinator must hear of
@@ -187,8 +175,7 @@ static void exec_leave(bool entered) {
         if (!entered)
                 return;
         atomic_store(&rt.exec_pending, 0);      /* the exec failed */
-        atomic_fetch_sub(&rt.crit, 1);
-        raw_futex_wake((uint32_t *) &rt.crit, 1);
+        rt_crit_leave(&rt.crit);
 }
 
 #define WITH_ENV(env, announce, body)                                           \

@@ -95,6 +95,7 @@ struct rt_state {
         _Atomic uint32_t rst_arrived;   /* futex: restored threads back in our code */
         _Atomic uint32_t ckpt_active;   /* futex: a checkpoint of this process is under way */
         _Atomic uint32_t crit;          /* futex: threads in the exec critical section */
+        _Atomic uint32_t app_crit;      /* futex: threads between dmtcp_disable_ckpt and _enable_ckpt */
         _Atomic uint32_t exec_pending;  /* an exec is announced: do not join the coordinator now */
         struct rt_thread threads[RT_MAX_THREADS];
         uint32_t n_threads;             /* high-water mark in threads[] */
@@ -248,6 +249,8 @@ int rt_fd_move_private(int fd);                    /* dup to >= RT_FD_BASE, CLOE
 void rt_fd_set_private(int fd, bool on);           /* hide one of our descriptors */
 void rt_fds_close_private(void);
 int rt_open_quietly(const char *path, int flags);  /* open, the descriptor at once >= RT_FD_BASE */
+void rt_crit_enter(_Atomic uint32_t *count);   /* ckpt.c: rt.crit or rt.app_crit */
+void rt_crit_leave(_Atomic uint32_t *count);
 void rt_fork_lock(void);      /* init.c: no fork while the runtime opens descriptors as the program runs */
 void rt_fork_unlock(void);
 ssize_t rt_read_proc(const char *path, char *buf, size_t size);   /* read_small_file under the fork lock */                   /* a forked child: close the parent runtime's */

@@ -887,6 +887,70 @@ def flow_unsupported_fd(t):
     t.verify()
 
 
+@special
+def flow_api(t):
+    """include/dmtcp.h: the program checkpoints itself with dmtcp_checkpoint()
+    (which returns 1), is killed and restarted from that checkpoint, where
+    the same call returns 2; twice. A checkpoint asked for while the program
+    is between dmtcp_disable_ckpt() and dmtcp_enable_ckpt() waits for it.
+    Run alone, the program sees every call report dmtcp absent."""
+    r = subprocess.run(t.env.wrap(program(t, "api", "--native")), capture_output=True, text=True, timeout=30,
+                       env=t.proc_env, cwd=t.work)
+    check(r.returncode == 0, "api --native: %s%s" % (r.stdout, r.stderr))
+    t.new_coordinator()
+    t.launch(program(t, "api"))
+    t.progress(10)
+
+    def answer():
+        try:
+            return read_text(t.path("answer")).split()
+        except FileNotFoundError:
+            return []
+
+    gens = 0
+    for n in (1, 2):
+        with open(t.path("request"), "w"):
+            pass
+        wait_until(lambda: answer() == ["1", str(n)] or t.prog.poll() is not None, 120,
+                   "dmtcp_checkpoint() to return 1 (request %d)" % n)
+        t.expect_running("after dmtcp_checkpoint()")
+        now = len([d for d in os.listdir(t.ckpt) if d.startswith("gen-")])
+        check(now > gens, "dmtcp_checkpoint() returned but no new generation is there: %s" % os.listdir(t.ckpt))
+        gens = now
+        t.progress(10)
+        t.kill_program()
+        t.restart()
+        wait_until(lambda: answer() == ["2", str(n)] or t.prog.poll() is not None, 60,
+                   "dmtcp_checkpoint() to return 2 in the restarted program (request %d)" % n)
+        t.progress(10, fresh=True)
+        log("%s: request %d: 1 after the checkpoint, 2 after the restart" % (t.name, n))
+
+    with open(t.path("hold"), "w"):
+        pass
+    wait_until(lambda: os.path.exists(t.path("held")) or t.prog.poll() is not None, 30, "the program to disable checkpoints")
+    t.expect_running("after dmtcp_disable_ckpt()")
+    bc = subprocess.Popen(t.env.wrap([t.env.command, "-h", "127.0.0.1", "-p", str(t.coord.port), "-bc"]),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=t.proc_env)
+    time.sleep(1.5)
+    if bc.poll() is not None:
+        raise TestFailure("a checkpoint completed while the program had checkpoints disabled: %s" %
+                          bc.stdout.read().strip())
+    check(not os.path.exists(t.path("released")), "the program left its disabled section by itself")
+    with open(t.path("release"), "w"):
+        pass
+    try:
+        out, _ = bc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        bc.kill()
+        raise TestFailure("the held checkpoint did not end within 60 s of dmtcp_enable_ckpt()")
+    check(bc.returncode == 0, "the held checkpoint failed after dmtcp_enable_ckpt(): %s" % out.strip())
+    wait_until(lambda: os.path.exists(t.path("released")) or t.prog.poll() is not None, 30,
+               "the program to say it enabled checkpoints")
+    log("%s: a checkpoint waited for dmtcp_enable_ckpt(): %s" % (t.name, out.strip()))
+    rounds(t, 1, progress=10)
+    t.verify()
+
+
 def rounds(t, n, progress=20):
     """n times: checkpoint, run, kill, restart, run."""
     for _ in range(n):
