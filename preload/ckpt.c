@@ -505,10 +505,13 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
                 raw_syscall1(SYS_close, p[1]);
                 raw_syscall1(SYS_close, rel[0]);
                 raw_syscall1(SYS_close, img_fd);
-                c.writer_pipe = p[0];
-                c.release_fd = rel[1];
-                rt_fd_set_private(p[0], true);
-                rt_fd_set_private(rel[1], true);
+                /* Out of the program's way: it runs while we wait on these,
+                 * and bash, for one, closes low descriptors it believes are
+                 * its own. */
+                c.writer_pipe = rt_fd_move_private(p[0]);
+                c.release_fd = rt_fd_move_private(rel[1]);
+                rt_fd_set_private(c.writer_pipe, true);
+                rt_fd_set_private(c.release_fd, true);
                 if (c.writer < 0) {
                         r = c.writer;
                         c.writer = 0;
