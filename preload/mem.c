@@ -285,6 +285,22 @@ static size_t shared_file_len(const struct rt_region *rg, uint64_t file_size) {
         return (size_t) MIN(len, ALIGN_UP(file_size - rg->r.pgoff, PAGE_SZ));
 }
 
+/* Can plain anonymous memory [start, ...) with these properties extend the
+ * region before it? The kernel keeps adjacent anonymous mappings apart
+ * when they came from different places (a restart moves each region from
+ * its own staging area; a lazy restart maps parts of regions from the
+ * image and reads their ends): as one region they are restored as one
+ * mapping, so their number does not grow from restart to restart. */
+static bool extends_previous(const struct rt_region *rg, const char *name) {
+        if (rt_cap->n_regions == 0)
+                return false;
+        const struct rt_region *prev = rg - 1;
+        uint32_t own = IMG_RF_GROWSDOWN | IMG_RF_STACK | IMG_RF_DONTFORK | IMG_RF_WIPEONFORK | IMG_RF_FULL;
+        return rg->r.kind == IMG_RK_ANON && prev->r.kind == IMG_RK_ANON && rg->ino == 0 && prev->ino == 0 &&
+               !prev->copy && prev->r.end == rg->r.start && prev->r.prot == rg->r.prot &&
+               prev->r.flags == rg->r.flags && !(rg->r.flags & own) && !strcmp(prev->name, name);
+}
+
 /* Record [start,end), a piece of the mapping m (the whole VMA), as a region. */
 static int capture_region(const struct maps_line *m, uint64_t start, uint64_t end, bool cow, char *err, size_t errsize) {
         struct rt_region *rg = &rt_cap->regions[rt_cap->n_regions];
@@ -350,6 +366,10 @@ static int capture_region(const struct maps_line *m, uint64_t start, uint64_t en
                 snprintf(err, errsize, "memory at %llx-%llx is a shared map of %s, which no longer exists",
                          (unsigned long long) start, (unsigned long long) end, name);
                 return -EOPNOTSUPP;
+        }
+        if (extends_previous(rg, name)) {
+                rg[-1].r.end = end;
+                return 0;
         }
         size_t nlen = strlen(name);
         rg->name = rt_alloc(RT_ARENA_SCRATCH, nlen + 1);
