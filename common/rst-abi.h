@@ -19,8 +19,7 @@ struct rt_ctx {
 };
 
 #define RST_INCOMING_MAGIC   0x4e49545352544d44ull   /* "DMTRSTIN" */
-#define RST_INCOMING_VERSION 1
-#define RST_MAX_IMAGE_RANGES 4096
+#define RST_INCOMING_VERSION 2
 #define RST_MAX_FILE_FDS 256
 
 enum rst_flags {
@@ -51,11 +50,16 @@ struct rst_incoming {
         uint16_t coord_port;
         uint16_t reserved;
         uint32_t interval;
-        uint32_t n_image_ranges;
         uint32_t n_file_fds;
         uint32_t members;                       /* processes restarted together (the generation's) */
+        uint32_t reserved2;
         uint64_t generation;
-        uint64_t image_dev, image_ino;          /* the image file mapped in lazy mode */
+        /* --lazy: the image file (as /proc/self/maps names it), mapped
+         * privately over parts of anonymous regions. To the program that is
+         * anonymous memory whose every page holds data: the runtime saves
+         * it as such, never as a mapping of the image, which later
+         * checkpoints may delete. 0, 0 when nothing is mapped. */
+        uint64_t image_dev, image_ino;
         uint64_t restart_start_usec;            /* CLOCK_MONOTONIC when dmtcp_restart started */
         char coord_host[256];
         char coord_path[108];
@@ -63,9 +67,5 @@ struct rst_incoming {
         char ckptdir[4096];                     /* where later checkpoints go */
         char gen_dir[4096];                     /* generation restored from */
         char secret[128];
-        /* Ranges of memory that are private mappings of the image file
-         * (lazy restore): anonymous memory to the program, so the runtime
-         * must save their contents and give them zero-fill semantics. */
-        struct rst_range image_ranges[RST_MAX_IMAGE_RANGES];
         struct rst_file_fd file_fds[RST_MAX_FILE_FDS];
 };

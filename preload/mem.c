@@ -228,6 +228,14 @@ static bool ends_with(const char *s, const char *suffix) {
         return n >= k && !strcmp(s + n - k, suffix);
 }
 
+/* A private mapping of the image a lazy restart mapped memory from: to the
+ * program that is anonymous memory, every page of it data (a page not
+ * present is the image's, not zero). Wherever it has moved since. */
+static bool is_lazy_image(const struct maps_line *m) {
+        return rt.image_ino && !m->shared && m->ino == rt.image_ino &&
+               makedev(m->dev_major, m->dev_minor) == rt.image_dev;
+}
+
 int rt_mem_presuspend(void) {
         int r = read_vmflags();
         if (r < 0)
@@ -244,7 +252,7 @@ int rt_mem_presuspend(void) {
                 struct maps_line m;
                 struct stat st;
                 uint32_t crc;
-                if (parse_maps_line(line, &m) && m.ino && m.name[0] == '/' && !m.shared &&
+                if (parse_maps_line(line, &m) && m.ino && m.name[0] == '/' && !m.shared && !is_lazy_image(&m) &&
                     !ends_with(m.name, " (deleted)") && path_is_mapped_file(&m, &st) && !crc_lookup(&st))
                         (void) file_crc(m.name, &st, &crc);
                 line = nl ? nl + 1 : NULL;
@@ -252,12 +260,6 @@ int rt_mem_presuspend(void) {
         return 0;
 }
 
-static bool in_image_ranges(uint64_t start, uint64_t end) {
-        for (uint32_t i = 0; i < rt.n_image_ranges; i++)
-                if (rt.image_ranges[i].start < end && start < rt.image_ranges[i].end)
-                        return true;
-        return false;
-}
 
 static int copy_region(struct rt_region *rg, size_t len, char *err, size_t errsize) {
         rg->copy = rt_map_scratch(len);
@@ -283,6 +285,22 @@ static size_t shared_file_len(const struct rt_region *rg, uint64_t file_size) {
         return (size_t) MIN(len, ALIGN_UP(file_size - rg->r.pgoff, PAGE_SZ));
 }
 
+/* Can plain anonymous memory [start, ...) with these properties extend the
+ * region before it? The kernel keeps adjacent anonymous mappings apart
+ * when they came from different places (a restart moves each region from
+ * its own staging area; a lazy restart maps parts of regions from the
+ * image and reads their ends): as one region they are restored as one
+ * mapping, so their number does not grow from restart to restart. */
+static bool extends_previous(const struct rt_region *rg, const char *name) {
+        if (rt_cap->n_regions == 0)
+                return false;
+        const struct rt_region *prev = rg - 1;
+        uint32_t own = IMG_RF_GROWSDOWN | IMG_RF_STACK | IMG_RF_DONTFORK | IMG_RF_WIPEONFORK | IMG_RF_FULL;
+        return rg->r.kind == IMG_RK_ANON && prev->r.kind == IMG_RK_ANON && rg->ino == 0 && prev->ino == 0 &&
+               !prev->copy && prev->r.end == rg->r.start && prev->r.prot == rg->r.prot &&
+               prev->r.flags == rg->r.flags && !(rg->r.flags & own) && !strcmp(prev->name, name);
+}
+
 /* Record [start,end), a piece of the mapping m (the whole VMA), as a region. */
 static int capture_region(const struct maps_line *m, uint64_t start, uint64_t end, bool cow, char *err, size_t errsize) {
         struct rt_region *rg = &rt_cap->regions[rt_cap->n_regions];
@@ -302,7 +320,7 @@ static int capture_region(const struct maps_line *m, uint64_t start, uint64_t en
                 rg->r.kind = IMG_RK_VDSO;
         else if (!strncmp(name, "[vvar", 5))
                 rg->r.kind = IMG_RK_VVAR;
-        else if (m->ino == 0 || (rt.image_ino && m->ino == rt.image_ino && in_image_ranges(start, end))) {
+        else if (m->ino == 0 || is_lazy_image(m)) {
                 rg->r.kind = m->shared ? IMG_RK_ANON_SHARED : IMG_RK_ANON;
                 rg->image_backed = m->ino != 0;
                 if (rg->image_backed) {
@@ -348,6 +366,10 @@ static int capture_region(const struct maps_line *m, uint64_t start, uint64_t en
                 snprintf(err, errsize, "memory at %llx-%llx is a shared map of %s, which no longer exists",
                          (unsigned long long) start, (unsigned long long) end, name);
                 return -EOPNOTSUPP;
+        }
+        if (extends_previous(rg, name)) {
+                rg[-1].r.end = end;
+                return 0;
         }
         size_t nlen = strlen(name);
         rg->name = rt_alloc(RT_ARENA_SCRATCH, nlen + 1);

@@ -84,8 +84,6 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
                 rt.cfg.interval = in->interval;
         if (in->secret[0])
                 strscpy(rt.cfg.secret, in->secret, sizeof rt.cfg.secret);
-        rt.n_image_ranges = MIN(in->n_image_ranges, (uint32_t) RST_MAX_IMAGE_RANGES);
-        memcpy(rt.image_ranges, in->image_ranges, rt.n_image_ranges * sizeof(struct rst_range));
         rt.image_dev = in->image_dev;
         rt.image_ino = in->image_ino;
         char gen_dir[PATH_MAX];

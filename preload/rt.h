@@ -108,9 +108,8 @@ struct rt_state {
         struct rt_thread ckpt_thread;   /* the checkpoint thread's own record */
         struct rt_virt_signal virt;
         int seccomp_filters_at_launch;
-        /* Lazy restore: ranges mapped from an image file (see rst-abi.h). */
-        struct rst_range image_ranges[RST_MAX_IMAGE_RANGES];
-        uint32_t n_image_ranges;
+        /* Lazy restore: the image file mapped over anonymous memory
+         * (rst_incoming.image_dev, image_ino). */
         uint64_t image_dev, image_ino;
         bool initialized;
 };

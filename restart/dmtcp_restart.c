@@ -8,8 +8,9 @@
  * generation), validate them completely (header, metadata, owner, CPU,
  * kernel, the files they refer to), create the process under its original
  * pid (clone3 set_tid here, or in a fresh user+pid namespace), let it load
- * and verify every block, and only then start or join the coordinator and
- * tell the process to go. Until that go, a failure leaves nothing behind.
+ * and verify every block (with --lazy, raw blocks are mapped instead: see
+ * loader.c), and only then start or join the coordinator and tell the
+ * process to go. Until that go, a failure leaves nothing behind.
  *
  * Exit status: the restored program's own (or its death signal); 99
  * (DMTCP_FAIL_RC) when restarting fails, 100 for an unusable image, 101
@@ -79,8 +80,9 @@ static void usage(FILE *f) {
                 "      --ckptdir DIR           write later checkpoints to DIR\n"
                 "      --no-strict-uid-checking  allow root to restart another user's image\n"
                 "      --inspect               describe the images (validated), restart nothing\n"
-                "      --lazy                  map memory from the image on first touch (faster, skips the\n"
-                "                              up-front checksum; the image must not change while running)\n"
+                "      --lazy                  map uncompressed memory from the image, loaded on first touch:\n"
+                "                              fast, but those blocks' checksums are not verified and the\n"
+                "                              image must not be modified while the computation runs\n"
                 "  -i, --interval S            checkpoint every S seconds\n"
                 "  -q, --quiet                 only warnings and errors\n"
                 "      --help                  this text\n"

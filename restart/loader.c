@@ -1,10 +1,16 @@
 /* The loader: runs in the child that will become the restored process, with
  * its pid already the image's. Everything that can fail for a reason other
  * than a bug happens here, before anything is destroyed: every block is read
- * and its checksum verified while it is placed into staging memory (unless
- * --lazy), files the image maps are opened and checked. Then it reports to
- * dmtcp_restart, waits for the coordinator's address, builds the restorer's
- * plan and jumps into the blob: the point of no return. */
+ * and its checksum verified while it is placed into staging memory, files
+ * the image maps are opened and checked. Then it reports to dmtcp_restart,
+ * waits for the coordinator's address, builds the restorer's plan and jumps
+ * into the blob: the point of no return.
+ *
+ * With --lazy, long runs of raw blocks of private anonymous memory are not
+ * read: the restorer maps them privately from the image file over the
+ * region, so they load on first touch and are never checksummed. The
+ * restored runtime is told the image's identity so that it saves those
+ * mappings as anonymous memory, never as references to the image. */
 #include <fcntl.h>
 #include <linux/prctl.h>
 #include <pthread.h>
@@ -15,7 +21,9 @@
 #include <sys/prctl.h>
 #include <sys/rseq.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <zlib.h>
 
 #include "addr.h"
@@ -28,6 +36,8 @@
 #define MAIN_STACK (256 * 1024)
 #define THREAD_STACK (16 * 1024)
 #define VDSO_STAGE (4 * 1024 * 1024)
+/* --lazy: a shorter run of raw blocks costs less to read than to map. */
+#define LAZY_MIN_RUN (64 * 1024)
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_READ 22
 #define MADV_POPULATE_WRITE 23
@@ -57,10 +67,39 @@ static int ops_add(struct ops_vec *o, struct plan_op op) {
         return 0;
 }
 
+/* --lazy: which memory blocks are mapped from the image instead of read. */
+enum {
+        LAZY_MAPPED = 1 << 0,
+        /* Mapped but for its first or last page, which begins or ends the
+         * region and is read: a region must neither begin nor end with a
+         * mapping of the image, or growing it (mremap, as realloc does)
+         * would bring in the image's next bytes, or SIGBUS past its end. As
+         * it is, resizing the region fails and realloc copies instead. */
+        LAZY_READ_FIRST = 1 << 1,
+        LAZY_READ_LAST = 1 << 2,
+};
+
+struct lazy_plan {
+        uint8_t *block;                 /* per memory block, LAZY_* flags; NULL = nothing lazy */
+        size_t n_runs;                  /* mappings of the image to make */
+        uint64_t bytes;
+};
+
+static bool is_lazy(const struct lazy_plan *lp, size_t block) {
+        return lp->block && lp->block[block];
+}
+
+/* Is (part of) the block read into staging? */
+static bool block_is_read(const struct lazy_plan *lp, const struct img_block *b, size_t block) {
+        return (b->enc == IMG_ENC_RAW || b->enc == IMG_ENC_DEFLATE) &&
+               (!is_lazy(lp, block) || (lp->block[block] & (LAZY_READ_FIRST | LAZY_READ_LAST)));
+}
+
 struct load_state {
         struct rst_image *im;
         const uint8_t *map;             /* the image, mapped read-only */
         uint64_t *staging;              /* per region: staging address, 0 = none */
+        const struct lazy_plan *lazy;
         _Atomic size_t next;
         _Atomic int err;
         size_t bad_block;
@@ -80,11 +119,19 @@ static void *load_worker(void *arg) {
                 if (i >= img->n_mem_blocks || atomic_load(&ls->err))
                         break;
                 const struct img_block *b = &img->blocks[i];
-                if (!block_has_data(b) || !ls->staging[b->index])
+                if (!block_is_read(ls->lazy, b, i) || !ls->staging[b->index])
                         continue;
                 const struct img_region *rg = &img->regions[b->index].r;
-                void *dst = (void *) (ls->staging[b->index] + (b->addr - rg->start));
+                uint8_t *dst = (uint8_t *) (ls->staging[b->index] + (b->addr - rg->start));
                 const uint8_t *src = ls->map + b->file_off;
+                if (is_lazy(ls->lazy, i)) {
+                        /* A page at an end only, unchecked like the rest. */
+                        if (ls->lazy->block[i] & LAZY_READ_FIRST)
+                                memcpy(dst, src, PAGE_SZ);
+                        if (ls->lazy->block[i] & LAZY_READ_LAST)
+                                memcpy(dst + b->ulen - PAGE_SZ, src + b->ulen - PAGE_SZ, PAGE_SZ);
+                        continue;
+                }
                 /* Populate in the kernel: a page fault per 4 KiB page costs
                  * 10-15 us on virtual machines, 40x more than this. */
                 uint64_t t0 = now_usec(CLOCK_MONOTONIC);
@@ -143,6 +190,132 @@ static int load_blocks(struct load_state *ls, char *err, size_t errsize) {
                 snprintf(err, errsize, "image %s: corrupted data block at offset %llu (memory %llx)", ls->im->path,
                          (unsigned long long) b->file_off, (unsigned long long) b->addr);
                 return r == -ENOMEM ? r : -EBADMSG;
+        }
+        return 0;
+}
+
+/* A private anonymous region may be mapped from the image in parts: not a
+ * stack (it must stay one growable mapping), not wipe-on-fork (anonymous
+ * memory only), nothing executable from a noexec mount. */
+static bool lazy_region_ok(const struct img_region *rg, bool noexec) {
+        return rg->kind == IMG_RK_ANON && !(rg->flags & (IMG_RF_GROWSDOWN | IMG_RF_STACK | IMG_RF_WIPEONFORK)) &&
+               !(noexec && (rg->prot & PROT_EXEC));
+}
+
+/* Does raw block b continue the run that ends with a, in memory and in the
+ * file, so that one mapping covers both? */
+static bool lazy_continues(const struct img_block *a, const struct img_block *b) {
+        return b->enc == IMG_ENC_RAW && a->addr + a->ulen == b->addr && a->file_off + a->clen == b->file_off;
+}
+
+static long max_map_count(void) {
+        long n = 65530;
+        FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+        if (f) {
+                if (fscanf(f, "%ld", &n) != 1 || n < 1024)
+                        n = 65530;
+                fclose(f);
+        }
+        return n;
+}
+
+/* Choose the runs of raw blocks to map. Each mapping may split a region in
+ * three, so they are limited to a small share of the process's map count;
+ * what is left over is read as without --lazy. */
+static int lazy_choose(const struct rst_image *im, struct lazy_plan *lp) {
+        const struct img *img = &im->img;
+        struct statvfs sv;
+        bool noexec = fstatvfs(im->fd, &sv) == 0 && (sv.f_flag & ST_NOEXEC);
+        size_t budget = (size_t) max_map_count() / 8;
+        lp->block = calloc(img->n_mem_blocks + 1, 1);
+        if (!lp->block)
+                return -ENOMEM;
+        for (size_t ri = 0; ri < img->n_regions; ri++) {
+                const struct img_parsed_region *pr = &img->regions[ri];
+                if (!lazy_region_ok(&pr->r, noexec))
+                        continue;
+                for (uint32_t k = 0; k < pr->n_blocks && lp->n_runs < budget;) {
+                        size_t first = pr->first_block + k;
+                        if (img->blocks[first].enc != IMG_ENC_RAW) {
+                                k++;
+                                continue;
+                        }
+                        uint32_t n = 1;
+                        uint64_t len = img->blocks[first].ulen;
+                        while (k + n < pr->n_blocks && lazy_continues(&img->blocks[first + n - 1], &img->blocks[first + n]))
+                                len += img->blocks[first + n++].ulen;
+                        if (len >= LAZY_MIN_RUN) {
+                                memset(lp->block + first, LAZY_MAPPED, n);
+                                if (img->blocks[first].addr == pr->r.start) {
+                                        lp->block[first] |= LAZY_READ_FIRST;
+                                        len -= PAGE_SZ;
+                                }
+                                const struct img_block *last = &img->blocks[first + n - 1];
+                                if (last->addr + last->ulen == pr->r.end) {
+                                        lp->block[first + n - 1] |= LAZY_READ_LAST;
+                                        len -= PAGE_SZ;
+                                }
+                                lp->n_runs++;
+                                lp->bytes += len;
+                        }
+                        k += n;
+                }
+        }
+        return 0;
+}
+
+/* The image's device and inode as /proc/self/maps shows its mappings (on
+ * overlay file systems that is not what fstat says): how the restored
+ * runtime recognizes them. */
+static void image_identity(int fd, uint64_t *dev, uint64_t *ino) {
+        struct stat st;
+        *dev = fstat(fd, &st) == 0 ? st.st_dev : 0;
+        *ino = st.st_ino;
+        void *p = mmap(NULL, PAGE_SZ, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED)
+                return;
+        FILE *f = fopen("/proc/self/maps", "re");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+                unsigned long long s, i;
+                unsigned maj, min;
+                if (sscanf(line, "%llx-%*x %*s %*s %x:%x %llu", &s, &maj, &min, &i) == 4 && s == (uintptr_t) p) {
+                        *dev = makedev(maj, min);
+                        *ino = i;
+                        break;
+                }
+        }
+        if (f)
+                fclose(f);
+        munmap(p, PAGE_SZ);
+}
+
+/* The image mappings of one region, over what plan_region put there. */
+static int plan_lazy_maps(const struct img *img, const struct img_parsed_region *pr, const struct lazy_plan *lp,
+                          int image_fd, struct ops_vec *ops) {
+        const struct img_region *rg = &pr->r;
+        int flags = MAP_PRIVATE | (rg->flags & IMG_RF_NORESERVE ? MAP_NORESERVE : 0);
+        for (uint32_t k = 0; k < pr->n_blocks;) {
+                size_t i = pr->first_block + k;
+                if (!is_lazy(lp, i)) {
+                        k++;
+                        continue;
+                }
+                const struct img_block *b = &img->blocks[i];
+                struct plan_op op = { .kind = PLAN_MAP_OVER, .dst = b->addr, .len = b->ulen, .fd = image_fd,
+                                      .off = b->file_off, .prot = rg->prot, .flags = (uint32_t) flags };
+                if (lp->block[i] & LAZY_READ_FIRST) {
+                        op.dst += PAGE_SZ;
+                        op.off += PAGE_SZ;
+                        op.len -= PAGE_SZ;
+                }
+                for (k++; k < pr->n_blocks && is_lazy(lp, i + 1) && lazy_continues(&img->blocks[i], &img->blocks[i + 1]); k++, i++)
+                        op.len += img->blocks[i + 1].ulen;
+                if (lp->block[i] & LAZY_READ_LAST)
+                        op.len -= PAGE_SZ;
+                int r = ops_add(ops, op);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
@@ -243,8 +416,8 @@ static int open_region_file(const struct img *img, uint32_t file, int flags, int
 }
 
 /* The plan's memory steps for one region. */
-static int plan_region(const struct img *img, size_t ri, uint64_t staging, int *fds, struct ops_vec *ops, char *err,
-                       size_t errsize) {
+static int plan_region(const struct img *img, size_t ri, uint64_t staging, const struct lazy_plan *lp, int image_fd,
+                       int *fds, struct ops_vec *ops, char *err, size_t errsize) {
         const struct img_parsed_region *pr = &img->regions[ri];
         const struct img_region *rg = &pr->r;
         uint64_t len = rg->end - rg->start;
@@ -260,10 +433,13 @@ static int plan_region(const struct img *img, size_t ri, uint64_t staging, int *
                         if ((r = ops_add(ops, (struct plan_op) { .kind = PLAN_MOVE, .src = staging, .dst = rg->start, .len = len })) < 0)
                                 return r;
                         need_protect = rg->prot != (PROT_READ | PROT_WRITE);
-                        break;
-                }
-                return ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_ANON, .dst = rg->start, .len = len,
-                                                       .prot = rg->prot, .flags = (uint32_t) (MAP_PRIVATE | base_flags) });
+                } else if ((r = ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_ANON, .dst = rg->start, .len = len,
+                                                                .prot = rg->prot,
+                                                                .flags = (uint32_t) (MAP_PRIVATE | base_flags) })) < 0)
+                        return r;
+                if ((r = plan_lazy_maps(img, pr, lp, image_fd, ops)) < 0)
+                        return r;
+                break;
         case IMG_RK_RESERVED:
                 return ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_ANON, .dst = rg->start, .len = len,
                                                        .prot = rg->prot, .flags = MAP_PRIVATE | MAP_NORESERVE });
@@ -364,7 +540,11 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
                 addr_add(&busy, img->regions[i].r.start, img->regions[i].r.end);
         addr_add(&busy, 0, 1ull << 20);
 
-        /* Staging memory for regions with saved data. */
+        struct lazy_plan lazy = { 0 };
+        if (o->lazy && (r = lazy_choose(im, &lazy)) < 0)
+                return r;
+
+        /* Staging memory for regions with saved data to read. */
         uint64_t *staging = calloc(img->n_regions + 1, sizeof *staging);
         if (!staging)
                 return -ENOMEM;
@@ -372,7 +552,7 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
                 const struct img_parsed_region *pr = &img->regions[i];
                 bool data = false;
                 for (uint32_t k = 0; k < pr->n_blocks && !data; k++)
-                        data = block_has_data(&img->blocks[pr->first_block + k]);
+                        data = block_is_read(&lazy, &img->blocks[pr->first_block + k], pr->first_block + k);
                 if (!data)
                         continue;
                 const struct img_region *rg = &pr->r;
@@ -384,9 +564,12 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
                         return -ENOMEM;
                 }
         }
-        struct load_state ls = { .im = im, .staging = staging, .lock = PTHREAD_MUTEX_INITIALIZER };
+        struct load_state ls = { .im = im, .staging = staging, .lazy = &lazy, .lock = PTHREAD_MUTEX_INITIALIZER };
         if ((r = load_blocks(&ls, err, errsize)) < 0)
                 return r;
+        if (o->lazy && getenv("DMTCP_TRACE"))
+                fprintf(stderr, "dmtcp_restart: loader: --lazy: %llu bytes in %zu mappings of the image\n",
+                        (unsigned long long) lazy.bytes, lazy.n_runs);
 
         /* Files the image maps. */
         int *fds = malloc((img->n_files + 1) * sizeof *fds);
@@ -396,11 +579,14 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
                 fds[i] = -1;
         struct ops_vec ops = { 0 };
         for (size_t i = 0; i < img->n_regions; i++)
-                if ((r = plan_region(img, i, staging[i], fds, &ops, err, errsize)) < 0)
+                if ((r = plan_region(img, i, staging[i], &lazy, im->fd, fds, &ops, err, errsize)) < 0)
                         return r;
         for (size_t i = 0; i < img->n_files; i++)
                 if (fds[i] >= 0 && (r = ops_add(&ops, (struct plan_op) { .kind = PLAN_CLOSE, .fd = fds[i] })) < 0)
                         return r;
+        /* The restorer maps the image: it closes it. */
+        if (lazy.n_runs && (r = ops_add(&ops, (struct plan_op) { .kind = PLAN_CLOSE, .fd = im->fd })) < 0)
+                return r;
 
         /* The kernel's special mappings must match the image's. */
         struct special sp[4];
@@ -521,6 +707,8 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
         in->generation = im->img.hdr.generation;
         in->members = o->members;
         in->restart_start_usec = o->start_usec;
+        if (lazy.n_runs)
+                image_identity(im->fd, &in->image_dev, &in->image_ino);
         if (o->coord.job)
                 strscpy(in->job, o->coord.job, sizeof in->job);
         if (o->ckptdir)
@@ -534,7 +722,8 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
                 max_fd = MAX(max_fd, img->fds[i].d.fd);
         if ((r = recreate_deleted(im, in, max_fd + 1, err, errsize)) < 0)
                 return r;
-        close(im->fd);
+        if (!lazy.n_runs)
+                close(im->fd);
 
         /* From here on nothing may allocate: the list of our own mappings to
          * remove is read now and must stay true. */

@@ -21,6 +21,7 @@ enum plan_op_kind {
         PLAN_ADVISE,            /* madvise dst, advice */
         PLAN_UNMAP,             /* munmap src (staging no longer needed) */
         PLAN_CLOSE,             /* close fd */
+        PLAN_MAP_OVER,          /* mmap fd at dst over what is there (MAP_FIXED): --lazy */
 };
 
 struct plan_op {

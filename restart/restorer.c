@@ -183,6 +183,11 @@ static void run_op(const struct plan *p, const struct plan_op *op) {
                 if ((uint64_t) r != op->dst)
                         die(p, "file mapped at the wrong place", op->dst, -1);
                 break;
+        case PLAN_MAP_OVER:
+                r = raw_syscall6(SYS_mmap, (long) op->dst, (long) op->len, op->prot, op->flags | MAP_FIXED, op->fd,
+                                 (long) op->off);
+                check(p, r, "cannot map the image", op->dst);
+                break;
         case PLAN_MOVE:
                 r = raw_syscall5(SYS_mremap, (long) op->src, (long) op->len, (long) op->len,
                                  MREMAP_MAYMOVE | MREMAP_FIXED, (long) op->dst);

@@ -596,15 +596,17 @@ class Spec:
     next step: enough for one full round of its own checks."""
 
     def __init__(self, cmd, progress=20, first_progress=None, ready_timeout=30, verify_timeout=120,
-                 launch_args=(), before_checkpoint=None, after_restart=None, after_verify=None,
-                 inherit_pipe=False):
+                 launch_args=(), restart_args=(), before_checkpoint=None, before_restart=None, after_restart=None,
+                 after_verify=None, inherit_pipe=False):
         self.cmd = cmd
         self.progress = progress
         self.first_progress = progress if first_progress is None else first_progress
         self.ready_timeout = ready_timeout
         self.verify_timeout = verify_timeout
         self.launch_args = launch_args
+        self.restart_args = restart_args
         self.before_checkpoint = before_checkpoint or (lambda t: None)
+        self.before_restart = before_restart or (lambda t: None)
         self.after_restart = after_restart or (lambda t: None)
         self.after_verify = after_verify or (lambda t: None)
         self.inherit_pipe = inherit_pipe
@@ -663,6 +665,34 @@ def check_in_flight(t, kind, least):
     check(total >= least, "only %d bytes were in flight on %s sockets at the checkpoint, expected at least %d" %
           (total, kind, least))
     log("%s: %.1f MiB in flight on %s sockets at the checkpoint" % (t.name, total / 1048576.0, kind))
+
+
+def remove_older_generations(t):
+    """Delete every generation but the newest: the images a lazy restart
+    mapped memory from must not be needed by later checkpoints."""
+    latest = os.path.realpath(os.path.join(t.ckpt, "latest"))
+    for g in os.listdir(t.ckpt):
+        d = os.path.join(t.ckpt, g)
+        if g.startswith("gen-") and os.path.realpath(d) != latest:
+            shutil.rmtree(d)
+            log("%s: removed %s before restarting from %s" % (t.name, g, os.path.basename(latest)))
+
+
+def check_lazy_maps(t):
+    """The restored process maps memory from the image it was restarted
+    from, and from no other image."""
+    latest = os.path.realpath(os.path.join(t.ckpt, "latest"))
+    images = set()
+    with open("/proc/%d/maps" % t.host_pid) as f:
+        for line in f:
+            parts = line.split(None, 5)
+            name = parts[5].strip() if len(parts) == 6 else ""
+            if name.endswith(".dmtcp") or name.endswith(".dmtcp (deleted)"):
+                images.add(name)
+    check(images, "nothing is mapped from an image after a restart with --lazy")
+    others = [i for i in images if os.path.dirname(i) != latest]
+    check(not others, "the restored process maps images other than %s: %s" % (latest, others))
+    log("%s: memory mapped from %s" % (t.name, ", ".join(sorted(images))))
 
 
 class EchoServer:
@@ -787,6 +817,16 @@ SPECS = {
     # Connections to servers outside the computation (run by the driver)
     # come back closed after a restart, with a warning and a log line.
     "external": external_spec,
+    # Random, text, sparse, untouched, read-only, heap and realloc()ed
+    # memory restarted with --lazy from uncompressed images (so mostly
+    # mapped from the image), the first generation deleted before the
+    # second restart; and the same from gzip images (text read, random
+    # mapped).
+    "lazymem": lambda t: Spec(program(t, "lazymem"), first_progress=20, progress=40, launch_args=["--no-gzip"],
+                              restart_args=["--lazy"], before_restart=remove_older_generations,
+                              after_restart=check_lazy_maps),
+    "lazymem_gzip": lambda t: Spec(program(t, "lazymem"), first_progress=20, progress=40, restart_args=["--lazy"],
+                                   before_restart=remove_older_generations, after_restart=check_lazy_maps),
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
 }
@@ -803,7 +843,8 @@ def cycle(t, spec):
         t.checkpoint()
         t.progress(spec.progress)
         t.kill_program()
-        t.restart()
+        spec.before_restart(t)
+        t.restart(spec.restart_args)
         t.progress(spec.progress, fresh=True)
         spec.after_restart(t)
     t.verify(spec.verify_timeout)
