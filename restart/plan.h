@@ -21,6 +21,8 @@ enum plan_op_kind {
         PLAN_ADVISE,            /* madvise dst, advice */
         PLAN_UNMAP,             /* munmap src (staging no longer needed) */
         PLAN_CLOSE,             /* close fd */
+        PLAN_DUP,               /* mremap(src, 0, len) to dst: another view of shared memory */
+        PLAN_SHMAT,             /* shmat(fd = the System V id, dst, flags) */
 };
 
 struct plan_op {
