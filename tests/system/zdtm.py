@@ -580,7 +580,7 @@ class Spec:
 
     def __init__(self, cmd, progress=20, first_progress=None, ready_timeout=30, verify_timeout=120,
                  launch_args=(), before_checkpoint=None, after_restart=None, after_verify=None,
-                 inherit_pipe=False):
+                 inherit_pipe=False, before_restart=None):
         self.cmd = cmd
         self.progress = progress
         self.first_progress = progress if first_progress is None else first_progress
@@ -589,6 +589,7 @@ class Spec:
         self.launch_args = launch_args
         self.before_checkpoint = before_checkpoint or (lambda t: None)
         self.after_restart = after_restart or (lambda t: None)
+        self.before_restart = before_restart or (lambda t, round_: None)
         self.after_verify = after_verify or (lambda t: None)
         self.inherit_pipe = inherit_pipe
 
@@ -610,6 +611,44 @@ def set_frozen(t, on):
 def thaw_and_run(t):
     set_frozen(t, False)
     t.progress(100)
+
+
+def ipc_objects(t):
+    """What the program said to remove if it dies (zdtmtst.h
+    test_cleanup_note): (kind, name) pairs."""
+    out = []
+    for line in read_text(t.path("cleanup")).splitlines():
+        kind, _, what = line.partition(" ")
+        out.append((kind, what))
+    return out
+
+
+def remove_shm_objects(t, round_=1):
+    """As a reboot would: the program's files in /dev/shm are gone."""
+    for kind, what in ipc_objects(t):
+        if kind == "shm" and what.startswith("/dev/shm/") and "/" not in what[len("/dev/shm/"):]:
+            try:
+                os.unlink(what)
+                log("%s: removed %s" % (t.name, what))
+            except FileNotFoundError:
+                pass
+
+
+def remove_ipc_objects(t):
+    """The program's named and System V objects in our namespace: those of
+    the launched process outlive it (a restarted one's System V objects are
+    in a namespace of its own)."""
+    remove_shm_objects(t)
+    for kind, what in ipc_objects(t):
+        if kind == "mq":
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.mq_unlink(what.encode())
+            except (OSError, AttributeError):
+                pass
+        elif kind in ("sem", "msg", "shmid"):
+            flag = {"sem": "-s", "msg": "-q", "shmid": "-m"}[kind]
+            subprocess.run(["ipcrm", flag, what], capture_output=True)
 
 
 def check_inherited(t):
@@ -667,6 +706,20 @@ SPECS = {
     # A shell pipeline: a forked subshell, an exec'd cat and a Python
     # consumer, the pipes between them full at every checkpoint.
     "pipeline": lambda t: Spec(script(t, "/bin/bash", "pipeline.sh"), progress=20),
+    # Parent and child sharing MAP_SHARED anonymous memory under a
+    # process-shared mutex; each must see the other's writes after a restart.
+    "shm_anon": lambda t: Spec(program(t, "shm_anon"), progress=100),
+    "shm_anon_nocow": lambda t: Spec(program(t, "shm_anon"), progress=100, launch_args=["--no-cow-checkpoint"]),
+    # A memfd shared by two processes through mappings and descriptions.
+    "shm_memfd": lambda t: Spec(program(t, "shm_memfd"), progress=100),
+    # POSIX shared memory between two processes (a named object, a named
+    # semaphore, an unlinked object); the objects are removed before the
+    # first restart, as a reboot would.
+    "shm_posix": lambda t: Spec(program(t, "shm_posix"), progress=100,
+                                before_restart=lambda t, r: remove_shm_objects(t) if r == 1 else None),
+    # A System V semaphore set (one semaphore held with SEM_UNDO), message
+    # queue and segments (one marked for removal) between two processes.
+    "sysv_ipc": lambda t: Spec(program(t, "sysv_ipc"), progress=100),
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
 }
@@ -683,6 +736,7 @@ def cycle(t, spec):
         t.checkpoint()
         t.progress(spec.progress)
         t.kill_program()
+        spec.before_restart(t, round_)
         t.restart()
         t.progress(spec.progress, fresh=True)
         spec.after_restart(t)
@@ -714,6 +768,7 @@ def run_test(env, name):
         if t.coord:
             t.coord.proc.kill()
         t.stop_all()
+        remove_ipc_objects(t)
     known = {p.pid for p in t.procs}
     left = leftovers(known)
     if left:
