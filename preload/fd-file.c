@@ -21,10 +21,11 @@ static bool is_deleted(const struct rt_fd_probe *p) {
 }
 
 static bool regular_match(const struct rt_fd_probe *p) {
-        /* Shared memory objects (memfd, /dev/shm) are files too, but their
-         * kind comes first in fd.c's table: their contents do not survive a
-         * reboot, so they are saved, not reopened by path. A System V
-         * segment opened through /proc/PID/map_files is neither. */
+        /* Shared memory objects (memfd, /dev/shm) and message queues are
+         * files too, but their kinds come first in fd.c's table: their
+         * contents do not survive a reboot, so they are saved, not reopened
+         * by path. A System V segment opened through /proc/PID/map_files is
+         * neither. */
         return S_ISREG(p->st.st_mode) && p->path[0] == '/' && strncmp(p->path, "/SYSV", 5) != 0;
 }
 

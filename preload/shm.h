@@ -1,5 +1,6 @@
 /* Memory and objects shared between the processes of a computation: shared
- * memory (shm.c, fd-shm.c) and System V IPC (ipc-sysv.c).
+ * memory (shm.c, fd-shm.c), System V IPC (ipc-sysv.c) and POSIX message
+ * queues (fd-mq.c).
  *
  * Such an object is seen by several processes but must be saved once and
  * recreated once. Every process that maps or holds one stands for it in the

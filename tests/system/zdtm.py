@@ -720,6 +720,10 @@ SPECS = {
     # A System V semaphore set (one semaphore held with SEM_UNDO), message
     # queue and segments (one marked for removal) between two processes.
     "sysv_ipc": lambda t: Spec(program(t, "sysv_ipc"), progress=100),
+    # POSIX message queues: one streaming between two processes with
+    # messages of four priorities queued at every checkpoint, one left full,
+    # one unlinked.
+    "mqueue": lambda t: Spec(program(t, "mqueue"), progress=100),
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
 }
