@@ -754,10 +754,16 @@ int rt_shared_capture(char *err, size_t errsize) {
                 if (r < 0)
                         return r;
         }
-        return rt_sysv_capture(err, errsize);
+        int r = rt_sysv_capture(err, errsize);
+        if (r < 0)
+                return r;
+        return rt_locks_capture(err, errsize);
 }
 
 int rt_shared_rst_refill(char *err, size_t errsize) {
         n_copies = 0;           /* they were the lost process's */
-        return rt_sysv_rst_refill(err, errsize);
+        int r = rt_sysv_rst_refill(err, errsize);
+        if (r < 0)
+                return r;
+        return rt_locks_rst_refill(err, errsize);
 }

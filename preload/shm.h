@@ -1,6 +1,6 @@
 /* Memory and objects shared between the processes of a computation: shared
- * memory (shm.c, fd-shm.c), System V IPC (ipc-sysv.c) and POSIX message
- * queues (fd-mq.c).
+ * memory (shm.c, fd-shm.c), System V IPC (ipc-sysv.c), POSIX message queues
+ * (fd-mq.c) and file locks (locks.c).
  *
  * Such an object is seen by several processes but must be saved once and
  * recreated once. Every process that maps or holds one stands for it in the
@@ -13,7 +13,7 @@
  *   (GO)       rt_shared_resolve   learn the leaders; leaders publish what
  *                                  of each object they will save
  *   CAPTURE    rt_shared_capture   copy contents (before rt_mem_capture),
- *                                  System V sets and queues
+ *                                  System V sets and queues, locks
  * and after a restart, in RST_REFILL, rt_shared_rst_refill. Suspended-safe
  * (see rt.h). */
 #pragma once
@@ -73,3 +73,7 @@ int rt_sysv_capture(char *err, size_t errsize);
 int rt_sysv_rst_refill(char *err, size_t errsize);
 void rt_sysv_atfork_child(void);
 uint64_t rt_ipc_ns(void);               /* inode of our IPC namespace */
+
+/* locks.c: fcntl, OFD and flock locks held on our descriptors. */
+int rt_locks_capture(char *err, size_t errsize);
+int rt_locks_rst_refill(char *err, size_t errsize);
