@@ -21,6 +21,11 @@
 #include "rt.h"
 #include "util.h"
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
 struct vmflags {
         uint64_t start, end;
         uint32_t flags;                 /* IMG_RF_* */
@@ -276,6 +281,10 @@ static int copy_region(struct rt_region *rg, size_t len, char *err, size_t errsi
         bool unreadable = !(rg->r.prot & PROT_READ);
         if (unreadable)
                 raw_syscall3(SYS_mprotect, (long) rg->r.start, (long) (rg->r.end - rg->r.start), PROT_READ);
+        /* The kernel maps both sides in one call each: cheaper than a fault
+         * per page. */
+        raw_syscall3(SYS_madvise, (long) rg->copy, (long) len, MADV_POPULATE_WRITE);
+        raw_syscall3(SYS_madvise, (long) rg->r.start, (long) len, MADV_POPULATE_READ);
         memcpy(rg->copy, (void *) rg->r.start, len);
         if (unreadable)
                 raw_syscall3(SYS_mprotect, (long) rg->r.start, (long) (rg->r.end - rg->r.start), rg->r.prot);

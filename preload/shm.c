@@ -13,8 +13,8 @@
  * usually nothing. Contents are copied during the pause (the copy-on-write
  * snapshot child would see the program's later writes to shared pages) and
  * only the populated pages: SEEK_DATA through a descriptor, mincore(2)
- * through a mapping (every page when swap is in use: mincore does not see
- * swapped-out tmpfs pages).
+ * through a mapping (after MADV_POPULATE_READ when swap is in use: mincore
+ * does not see swapped-out tmpfs pages).
  *
  * Regions of such objects carry no content of their own (mem.c): the image
  * has one IMG_R_SHM record per object and the content blocks (IMG_BT_SHM) of
@@ -533,42 +533,47 @@ static int pieces_from_fd(int fd, uint64_t off, uint64_t len, uint64_t size, str
         return 0;
 }
 
-/* The populated pages of [addr, addr+len), object offset off, by mincore. */
-static int pieces_from_memory(uint64_t addr, uint64_t off, uint64_t len, bool every_page, struct pieces *ps) {
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* The populated pages of [addr, addr+len), object offset off, by mincore.
+ * swapped: swap is in use, and mincore does not see tmpfs pages swapped
+ * out: bring them in first (pages past the end of a file fail quietly
+ * instead of raising SIGBUS, and stay out of the copy). */
+static int pieces_from_memory(uint64_t addr, uint64_t off, uint64_t len, bool swapped, struct pieces *ps) {
         size_t npages = len / PAGE_SZ;
-        uint8_t *vec = NULL;
-        if (!every_page) {
-                vec = rt_map_scratch(ALIGN_UP(npages, PAGE_SZ));
-                if (!vec)
-                        return -ENOMEM;
-                long r = raw_syscall3(SYS_mincore, (long) addr, (long) len, (long) vec);
-                if (r < 0) {
-                        rt_unmap_scratch(vec, ALIGN_UP(npages, PAGE_SZ));
-                        return (int) r;
-                }
-        }
-        int r = 0;
+        if (swapped)
+                raw_syscall3(SYS_madvise, (long) addr, (long) len, MADV_POPULATE_READ);
+        uint8_t *vec = rt_map_scratch(ALIGN_UP(npages, PAGE_SZ));
+        if (!vec)
+                return -ENOMEM;
+        long r = raw_syscall3(SYS_mincore, (long) addr, (long) len, (long) vec);
         for (size_t p = 0; p < npages && r == 0;) {
-                if (vec && !(vec[p] & 1)) {
+                if (!(vec[p] & 1)) {
                         p++;
                         continue;
                 }
                 size_t q = p + 1;
-                while (q < npages && (!vec || (vec[q] & 1)))
+                while (q < npages && (vec[q] & 1))
                         q++;
                 r = piece_add(ps, off + p * PAGE_SZ, (q - p) * PAGE_SZ, addr + p * PAGE_SZ);
                 p = q;
         }
-        if (vec)
-                rt_unmap_scratch(vec, ALIGN_UP(npages, PAGE_SZ));
-        return r;
+        rt_unmap_scratch(vec, ALIGN_UP(npages, PAGE_SZ));
+        return (int) r;
 }
 
-/* Copy from memory that may not be readable (PROT_NONE, write-only). */
+/* Copy from memory that may not be readable (PROT_NONE, write-only). Its
+ * pages are mapped in first by the kernel, in one call: a fault per page
+ * (the pages another process wrote are not in our page tables) costs more
+ * than the copy. */
 static void copy_memory(uint8_t *dst, uint64_t addr, uint64_t len, uint32_t prot) {
         uint64_t s = ALIGN_DOWN(addr, (uint64_t) PAGE_SZ), e = ALIGN_UP(addr + len, (uint64_t) PAGE_SZ);
         if (!(prot & PROT_READ))
                 raw_syscall3(SYS_mprotect, (long) s, (long) (e - s), PROT_READ);
+        raw_syscall3(SYS_madvise, (long) s, (long) (e - s), MADV_POPULATE_READ);
         memcpy(dst, (const void *) addr, len);
         if (!(prot & PROT_READ))
                 raw_syscall3(SYS_mprotect, (long) s, (long) (e - s), prot);
@@ -670,12 +675,12 @@ static int wanted(uint32_t i, struct range **out, uint32_t *n_out) {
 }
 
 /* The pieces of range w of object i, read through src or our mappings. */
-static int find_pieces(uint32_t i, const struct source *src, struct range w, bool every_page, struct pieces *ps) {
+static int find_pieces(uint32_t i, const struct source *src, struct range w, bool swapped, struct pieces *ps) {
         const struct rt_shm *o = &rt_cap->shms[i];
         if (src->fd >= 0)
                 return pieces_from_fd(src->fd, w.start, w.end - w.start, o->s.size, ps);
         if (src->attach)
-                return pieces_from_memory(src->attach + w.start, w.start, w.end - w.start, every_page, ps);
+                return pieces_from_memory(src->attach + w.start, w.start, w.end - w.start, swapped, ps);
         /* Through our views, in order of the object's offsets. */
         uint64_t pos = w.start;
         while (pos < w.end) {
@@ -688,7 +693,7 @@ static int find_pieces(uint32_t i, const struct source *src, struct range w, boo
                 if (!best)
                         return -EFAULT;         /* my_ranges promised it */
                 uint64_t stop = MIN(w.end, best->pgoff + (best->end - best->start));
-                int r = pieces_from_memory(best->start + (pos - best->pgoff), pos, stop - pos, every_page, ps);
+                int r = pieces_from_memory(best->start + (pos - best->pgoff), pos, stop - pos, swapped, ps);
                 if (r < 0)
                         return r;
                 pos = stop;
@@ -696,7 +701,7 @@ static int find_pieces(uint32_t i, const struct source *src, struct range w, boo
         return 0;
 }
 
-static int snapshot(uint32_t i, bool every_page, char *err, size_t errsize) {
+static int snapshot(uint32_t i, bool swapped, char *err, size_t errsize) {
         struct rt_shm *o = &rt_cap->shms[i];
         struct range *w;
         uint32_t nw = 0;
@@ -716,13 +721,15 @@ static int snapshot(uint32_t i, bool every_page, char *err, size_t errsize) {
         }
         struct pieces ps = { 0 };
         for (uint32_t k = 0; k < nw && r == 0; k++)
-                r = find_pieces(i, &src, w[k], every_page, &ps);
+                r = find_pieces(i, &src, w[k], swapped, &ps);
         uint8_t *buf = NULL;
         if (r == 0 && ps.n) {
                 o->ext = rt_alloc(RT_ARENA_SCRATCH, ps.n * sizeof *o->ext);
                 buf = rt_copy_alloc(ps.bytes);
                 if (!o->ext || !buf)
                         r = -ENOMEM;
+                else
+                        raw_syscall3(SYS_madvise, (long) buf, (long) ps.bytes, MADV_POPULATE_WRITE);
         }
         uint64_t at = 0;
         for (uint32_t k = 0; r == 0 && k < ps.n; k++) {
@@ -748,9 +755,9 @@ static int snapshot(uint32_t i, bool every_page, char *err, size_t errsize) {
 }
 
 int rt_shared_capture(char *err, size_t errsize) {
-        bool every_page = rt_cap->n_shms > 0 && swap_in_use();
+        bool swapped = rt_cap->n_shms > 0 && swap_in_use();
         for (uint32_t i = 0; i < rt_cap->n_shms; i++) {
-                int r = snapshot(i, every_page, err, errsize);
+                int r = snapshot(i, swapped, err, errsize);
                 if (r < 0)
                         return r;
         }

@@ -698,6 +698,8 @@ int main(int argc, char **argv) {
                 in_ns = true;
         if (!in_ns && rst_shared_create(err, sizeof err) < 0)
                 die(fail_rc, "%s", err);
+        if (!in_ns)
+                trace("shared objects created");
         if (!in_ns && rst_tree_spawn_roots(&tree, roots, &n_roots) < 0) {
                 if (n_roots > 0)
                         die(fail_rc, "cannot create process %u: %m", ims[0].img.hdr.pid);

@@ -18,7 +18,10 @@
  * maps the views of each. Every process drops what it does not use once
  * its children are created (rst_shared_release). */
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -158,43 +161,90 @@ bool rst_shared_is_base(uint64_t start, uint64_t end) {
         return false;
 }
 
-/* Where object o's bytes can be written: a mapping or a descriptor. */
-struct sink {
-        uint8_t *mem;
-        int fd;
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Decoding the blocks of one image into an object, by several threads. */
+struct fill_job {
+        const struct rst_image *im;
+        const uint8_t *map;             /* the image, mapped */
+        const struct img_parsed_shm *ps;
+        uint8_t *mem;                   /* the object */
+        _Atomic uint32_t next;
+        _Atomic int err;
+        uint32_t bad;                   /* the first block that failed */
+        struct img_error e;
+        pthread_mutex_t lock;
 };
 
-/* Every content block of object j, from every image. */
-static int fill(size_t j, const struct sink *to, char *err, size_t errsize) {
-        uint8_t *buf = malloc(IMG_BLOCK_MAX), *scratch = malloc(IMG_BLOCK_MAX * 2);
-        int r = buf && scratch ? 0 : -ENOMEM;
-        for (size_t i = 0; r == 0 && i < n_images; i++) {
+/* Into pages populated by the kernel, from a populated mapping of the image:
+ * a page fault per page costs more than the copy. */
+static void *fill_worker(void *arg) {
+        struct fill_job *fj = arg;
+        for (;;) {
+                uint32_t b = atomic_fetch_add(&fj->next, 1);
+                if (b >= fj->ps->n_blocks || atomic_load(&fj->err))
+                        break;
+                const struct img_block *bl = &fj->im->img.blocks[fj->ps->first_block + b];
+                const uint8_t *src = fj->map + bl->file_off;
+                madvise(fj->mem + bl->addr, bl->ulen, MADV_POPULATE_WRITE);
+                madvise((void *) ALIGN_DOWN((uintptr_t) src, PAGE_SZ),
+                        ALIGN_UP(bl->clen + ((uintptr_t) src % PAGE_SZ), PAGE_SZ), MADV_POPULATE_READ);
+                struct img_error e = { 0 };
+                int r = img_decode_block(bl, src, fj->mem + bl->addr, &e);
+                if (r < 0) {
+                        pthread_mutex_lock(&fj->lock);
+                        if (!atomic_load(&fj->err)) {
+                                fj->e = e;
+                                fj->bad = b;
+                                atomic_store(&fj->err, r);
+                        }
+                        pthread_mutex_unlock(&fj->lock);
+                        break;
+                }
+        }
+        return NULL;
+}
+
+/* Every content block of object j, from every image, into its memory at
+ * mem. */
+static int fill(size_t j, uint8_t *mem, char *err, size_t errsize) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        unsigned n_threads = nc < 1 ? 1 : nc > 16 ? 16 : (unsigned) nc;
+        for (size_t i = 0; i < n_images; i++) {
                 const struct img *img = &images[i].img;
-                for (size_t k = 0; r == 0 && k < img->n_shms; k++) {
-                        if (obj_of[i][k] != j)
-                                continue;
+                for (size_t k = 0; k < img->n_shms; k++) {
                         const struct img_parsed_shm *ps = &img->shms[k];
-                        for (uint32_t b = 0; r == 0 && b < ps->n_blocks; b++) {
-                                const struct img_block *bl = &img->blocks[ps->first_block + b];
-                                struct img_error e = { 0 };
-                                if (to->mem) {
-                                        r = img_read_block(images[i].fd, bl, to->mem + bl->addr, scratch, &e);
-                                } else {
-                                        r = img_read_block(images[i].fd, bl, buf, scratch, &e);
-                                        if (r == 0)
-                                                r = pwrite_full(to->fd, buf, bl->ulen, (off_t) bl->addr);
-                                }
-                                if (r < 0) {
-                                        char d[PATH_MAX + 64];
-                                        snprintf(err, errsize, "image %s: cannot restore %s: %s", images[i].path,
-                                                 object_desc(&objs[j], d, sizeof d), e.what[0] ? e.what : strerror(-r));
-                                }
+                        if (obj_of[i][k] != j || ps->n_blocks == 0)
+                                continue;
+                        void *map = mmap(NULL, images[i].size, PROT_READ, MAP_PRIVATE, images[i].fd, 0);
+                        if (map == MAP_FAILED) {
+                                snprintf(err, errsize, "image %s: cannot map it: %m", images[i].path);
+                                return -errno;
+                        }
+                        struct fill_job fj = { .im = &images[i], .map = map, .ps = ps, .mem = mem,
+                                               .lock = PTHREAD_MUTEX_INITIALIZER };
+                        pthread_t th[16];
+                        unsigned started = 0;
+                        for (unsigned t = 1; t < n_threads; t++)
+                                if (pthread_create(&th[started], NULL, fill_worker, &fj) == 0)
+                                        started++;
+                        fill_worker(&fj);
+                        for (unsigned t = 0; t < started; t++)
+                                pthread_join(th[t], NULL);
+                        munmap(map, images[i].size);
+                        int r = atomic_load(&fj.err);
+                        if (r < 0) {
+                                char d[PATH_MAX + 64];
+                                snprintf(err, errsize, "image %s: cannot restore %s: %s", images[i].path,
+                                         object_desc(&objs[j], d, sizeof d), fj.e.what);
+                                return r;
                         }
                 }
         }
-        free(buf);
-        free(scratch);
-        return r;
+        return 0;
 }
 
 static int create_anon(size_t j, char *err, size_t errsize) {
@@ -219,7 +269,7 @@ static int create_anon(size_t j, char *err, size_t errsize) {
                 return -ENOMEM;
         }
         o->base = (uint64_t) p;
-        return fill(j, &(struct sink) { .mem = p, .fd = -1 }, err, errsize);
+        return fill(j, p, err, errsize);
 }
 
 static int open_posix(struct rst_shm *o, char *err, size_t errsize) {
@@ -263,11 +313,22 @@ static int create_file(size_t j, char *err, size_t errsize) {
         } else if ((fd = open_posix(o, err, errsize)) < 0)
                 return fd;
         o->fd = fd;
-        if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t) o->s.size) < 0) {
+        /* Whole pages while it is filled: blocks cover the last one. */
+        size_t len = ALIGN_UP(o->s.size, (uint64_t) PAGE_SZ);
+        if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t) len) < 0) {
                 snprintf(err, errsize, "cannot give %s its size of %llu bytes: %m", o->name, (unsigned long long) o->s.size);
                 return -errno;
         }
-        int r = fill(j, &(struct sink) { .fd = fd }, err, errsize);
+        int r = 0;
+        if (len) {
+                void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                if (p == MAP_FAILED) {
+                        snprintf(err, errsize, "cannot map %s: %m", o->name);
+                        return -errno;
+                }
+                r = fill(j, p, err, errsize);
+                munmap(p, len);
+        }
         if (r < 0)
                 return r;
         /* The last block covers a whole page: the size is the file's again. */
@@ -298,7 +359,7 @@ int rst_shared_create(char *err, size_t errsize) {
                                                  objs[j].shmid);
                                         return -errno;
                                 }
-                                r = fill(j, &(struct sink) { .mem = p, .fd = -1 }, err, errsize);
+                                r = fill(j, p, err, errsize);
                                 shmdt(p);
                         }
                         break;
