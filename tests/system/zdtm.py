@@ -991,6 +991,36 @@ def expect_refusal(t, name, target, rc_want, pattern, names, extra=()):
 
 
 @special
+def flow_locks_conflict(t):
+    """A lock the program held at the checkpoint is taken by a process
+    outside the computation before the restart: the restart fails (exit
+    99) naming the descriptor, the file and the lock, and leaves nothing
+    behind; once the lock is free the restart works and the program
+    passes."""
+    import fcntl
+    t.new_coordinator()
+    t.launch(program(t, "locks"))
+    t.progress(20)
+    t.checkpoint()
+    t.kill_program()
+    with open(t.path("a"), "r+b") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 100, 0)
+        t.new_coordinator()
+        t.n_restart += 1
+        p = Proc(t, "restart%d" % t.n_restart, [t.env.restart, "-j", "-h", "127.0.0.1", "-p", str(t.coord.port), t.ckpt])
+        rc = p.wait(60)
+        err = p.stderr()
+        check(rc == FAIL_RC, "dmtcp_restart exited %d with the program's lock taken, expected %d: %s" %
+              (rc, FAIL_RC, err.strip()))
+        check(re.search(r"fd \d+ \(\S+/work/a\): cannot take its fcntl write lock on bytes 0-99 again", err),
+              "the failed restart does not name the lock: %s" % err.strip())
+        log("%s: restart refused as expected: %s" % (t.name, err.strip().splitlines()[-1]))
+    t.restart()
+    t.progress(50, fresh=True)
+    t.verify()
+
+
+@special
 def flow_bad_images(t):
     """Damaged images and MANIFESTs are refused with exit 100 and one line
     naming the file, another user's image with exit 101; root may restart
