@@ -62,7 +62,7 @@ static int parse_lock(const struct rt_fd *f, char *line, char *err, size_t errsi
         int n = 0;
         for (char *s = strtok_r(line, " \t", &save); s && n < 9; s = strtok_r(NULL, " \t", &save))
                 tok[n++] = s;
-        if (n < 8 || strcmp(tok[0], "lock:"))
+        if (n < 9 || strcmp(tok[0], "lock:"))
                 return 0;
         struct lock_rec l = { .fd = f->d.fd, .dev = f->d.dev, .ino = f->d.ino };
         int i = 2;      /* after "lock:" and "1:" */
