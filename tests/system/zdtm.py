@@ -724,8 +724,9 @@ SPECS = {
     # messages of four priorities queued at every checkpoint, one left full,
     # one unlinked.
     "mqueue": lambda t: Spec(program(t, "mqueue"), progress=100),
-    # fcntl, flock and OFD locks held across checkpoints; another process
-    # checks every step that it cannot take them.
+    # fcntl, flock and OFD locks held by a parent and its child across
+    # checkpoints, each checking every step that it cannot take the other's;
+    # a second child waits for two of the parent's locks throughout.
     "locks": lambda t: Spec(program(t, "locks"), progress=100),
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),

@@ -4,15 +4,22 @@
  *           lock from byte 500 to its end; the child holds a write lock on
  *           bytes 200-299 of the same file
  *   flock   the parent holds an exclusive flock on "b" through a
- *           description the child inherited (so the child may flock it too)
+ *           description the child inherited (so the child may flock it
+ *           too); the child holds a shared flock on "d" through a
+ *           description of its own
  *   OFD     the parent holds an OFD write lock on bytes 10-19 of "c"
+ *   waiting a second child waits, from before the first checkpoint, for
+ *           the parent's exclusive flock on "e", then for its fcntl lock
+ *           on bytes 0-99 of "a"
  *
  * Every step the child opens the files itself and checks that it cannot
  * take what the parent holds (F_GETLK names the parent; flock through its
  * own description fails; F_OFD_GETLK finds the OFD lock) and that what
- * nobody holds is free; the parent checks the child's lock the same way.
- * At verification the child exits and its lock must be gone; the parent's
- * must still be there. */
+ * nobody holds is free; the parent checks the child's locks the same way.
+ * At verification the child exits and its locks must be gone; the parent's
+ * must still be there. The waiting child must still be waiting (a lock of
+ * the parent's not taken again at a restart would have let it in); once
+ * the parent lets go of "e", then of "a", it must get each in turn. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -30,6 +37,7 @@ struct ctl {
         struct test_pingpong pp;
         volatile uint64_t checks;
         volatile int stop;
+        volatile uint64_t waiter_got;   /* 1: the flock on e, 2: also a 0-99 */
 };
 
 static struct ctl *ctl;
@@ -70,6 +78,8 @@ static void expect_free(int fd, int cmd, off_t start, off_t len, const char *wha
 static _Noreturn void child(pid_t parent, int inherited_b) {
         int a = open_file("a");
         set_lock(a, F_SETLK, F_WRLCK, 200, 100, "a 200-299 (child)");
+        int d = open_file("d");
+        check(flock(d, LOCK_SH | LOCK_NB) == 0, "child: flock d: %s", strerror(errno));
         /* flock through the inherited description: it already holds it. */
         check(flock(inherited_b, LOCK_EX | LOCK_NB) == 0, "child: flock through the parent's description: %s",
               strerror(errno));
@@ -95,6 +105,49 @@ static _Noreturn void child(pid_t parent, int inherited_b) {
         exit(0);
 }
 
+/* Blocks in flock(2), then in F_SETLKW, across the checkpoints: the
+ * checkpoint signal interrupts each and they are asked again. */
+static void waiter(void) {
+        int e = open_file("e"), a = open_file("a");
+        while (flock(e, LOCK_EX) < 0)
+                check(errno == EINTR, "waiter: flock e: %s", strerror(errno));
+        ctl->waiter_got = 1;
+        set_lock(a, F_SETLKW, F_WRLCK, 0, 100, "a 0-99 (waiter)");
+        ctl->waiter_got = 2;
+        exit(0);
+}
+
+/* Until /proc/locks shows process pid waiting for a lock of kind ("FLOCK"). */
+static void await_blocked(pid_t pid, const char *kind) {
+        char want[64];
+        snprintf(want, sizeof want, "-> %s ", kind);
+        for (int tries = 0; tries < 20000; tries++) {
+                FILE *f = fopen("/proc/locks", "re");
+                if (!f)
+                        fail_errno("/proc/locks");
+                char line[256];
+                bool found = false;
+                while (!found && fgets(line, sizeof line, f)) {
+                        char *w = strstr(line, want);
+                        int p;
+                        found = w && sscanf(w + strlen(want), "%*s %*s %d", &p) == 1 && p == pid;
+                }
+                fclose(f);
+                if (found)
+                        return;
+                if (waitpid(pid, NULL, WNOHANG) == pid)
+                        test_child_failed(pid, "the waiting child ended");
+                test_msleep(1);
+        }
+        test_child_failed(pid, "the waiting child does not wait for the lock");
+}
+
+static void expect_flock_taken(int fd, const char *what) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+                fail("%s is not held: another description could take it", what);
+        check(errno == EWOULDBLOCK, "probing %s: %s", what, strerror(errno));
+}
+
 int main(int argc, char **argv) {
         test_init(argc, argv);
         ctl = mmap(NULL, sizeof *ctl, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -108,6 +161,11 @@ int main(int argc, char **argv) {
         if (flock(b, LOCK_EX | LOCK_NB) < 0)
                 fail_errno("flock b");
         set_lock(c, F_OFD_SETLK, F_WRLCK, 10, 10, "c 10-19");
+        int e = open_file("e");
+        if (flock(e, LOCK_EX | LOCK_NB) < 0)
+                fail_errno("flock e");
+        pid_t wpid = test_fork(waiter);
+        await_blocked(wpid, "FLOCK");
         pid_t pid = fork();
         if (pid < 0)
                 fail_errno("fork");
@@ -115,12 +173,15 @@ int main(int argc, char **argv) {
                 child(getppid(), b);
         /* Second descriptions, to see our own locks from outside them (our
          * fcntl locks stay: this process closes none of these). */
-        int a2 = open_file("a"), c2 = open_file("c");
+        int a2 = open_file("a"), c2 = open_file("c"), d2 = open_file("d");
         test_ready();
         while (!test_verify_requested()) {
                 test_ping(&ctl->pp, pid, "the child does not answer (no pong)");
-                if (ctl->checks > 0)
+                if (ctl->checks > 0) {
                         expect_held(a2, F_GETLK, F_RDLCK, 250, 1, pid, "the child's write lock on a 200-299");
+                        expect_flock_taken(d2, "the child's shared flock on d");
+                }
+                check(ctl->waiter_got == 0, "the waiting child got the flock on e the parent holds");
                 test_heartbeat();
                 test_msleep(2);
         }
@@ -128,7 +189,16 @@ int main(int argc, char **argv) {
         test_reap(pid);
         check(ctl->checks > 0, "the child never checked the locks");
         expect_free(a2, F_GETLK, 200, 100, "a 200-299 after the child's exit");
+        check(flock(d2, LOCK_EX | LOCK_NB) == 0, "d is still locked after the child's exit: %s", strerror(errno));
         /* Ours are still held: another description of c conflicts. */
         expect_held(c2, F_OFD_GETLK, F_RDLCK, 15, 1, 0, "the OFD lock on c 10-19");
+        /* The waiter still waits; it gets each lock once we let go. */
+        check(ctl->waiter_got == 0, "the waiting child got the flock on e the parent holds");
+        if (flock(e, LOCK_UN) < 0)
+                fail_errno("unlock e");
+        test_await(&ctl->waiter_got, 1, wpid, 20000, "the waiting child did not get e once it was free");
+        set_lock(a, F_SETLK, F_UNLCK, 0, 100, "unlock a 0-99");
+        test_reap(wpid);
+        check(ctl->waiter_got == 2, "the waiting child ended without a 0-99");
         pass();
 }
