@@ -47,6 +47,7 @@ const char *img_fd_kind_name(uint32_t kind) {
                 [IMG_FD_CHARDEV] = "character device",
                 [IMG_FD_TTY] = "terminal",
                 [IMG_FD_PIPE] = "pipe",
+                [IMG_FD_SOCKET] = "socket",
                 [IMG_FD_SHM] = "shared memory",
                 [IMG_FD_MQUEUE] = "message queue",
         };

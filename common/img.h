@@ -226,6 +226,7 @@ enum img_fd_kind {
         IMG_FD_CHARDEV,                    /* /dev/null, /dev/zero, /dev/urandom, ... */
         IMG_FD_TTY,                        /* a terminal opened by the program */
         IMG_FD_PIPE,                       /* one end of a pipe */
+        IMG_FD_SOCKET,                     /* a Unix, TCP or UDP socket */
         IMG_FD_SHM,                        /* memfd or /dev/shm object: aux = its IMG_R_SHM index */
         IMG_FD_MQUEUE,                     /* POSIX message queue */
         _IMG_FD_MAX,

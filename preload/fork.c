@@ -11,8 +11,10 @@
  * coordinator holds the place of. Children that exited but were not reaped
  * are recorded with their status, for the restart to recreate. */
 #include <dirent.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -29,6 +31,11 @@ void rt_atfork_child(void) {
         /* The parent's connection and other descriptors of its runtime (a
          * snapshot writer's pipe) are not ours, nor the program's. */
         rt_fds_close_private();
+        /* A fork while our parent's checkpoint thread was starting a
+         * checkpoint (before it stopped the threads): none runs here. */
+        atomic_store(&rt.ckpt_active, 0);
+        atomic_store(&rt.crit, 0);
+        atomic_store(&rt.exec_pending, 0);
         rt.pid = (pid_t) raw_getpid();
         rt.ckpt_tid = 0;
         rt_threads_forget_all();
@@ -140,6 +147,42 @@ static int who_is(pid_t pid, uint8_t *status) {
         return r == -ECANCELED ? r : r < 0 ? -ECONNRESET : 0;
 }
 
+/* A child that has just exec'd shows no runtime in its maps until the
+ * dynamic loader has mapped it: will it? Its environment has our library in
+ * LD_PRELOAD (exec passes it on), its program is dynamic (an interpreter),
+ * and it is not set-user or set-group-id (the loader would ignore
+ * LD_PRELOAD). */
+static bool will_run_runtime(pid_t pid) {
+        static char env[256 * 1024];
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/environ", (int) pid);
+        ssize_t n = read_small_file(path, env, sizeof env);
+        if (n <= 0)
+                return false;
+        bool preload = false;
+        for (const char *p = env; p < env + n; p += strlen(p) + 1)
+                if (!strncmp(p, "LD_PRELOAD=", 11) && strstr(p, "/libdmtcp.so"))
+                        preload = true;
+        if (!preload)
+                return false;
+        snprintf(path, sizeof path, "/proc/%d/exe", (int) pid);
+        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0)
+                return false;
+        struct stat st;
+        Elf64_Ehdr eh;
+        bool dynamic = false;
+        if (fstat(fd, &st) == 0 && !(st.st_mode & (S_ISUID | S_ISGID)) && pread_full(fd, &eh, sizeof eh, 0) == 0 &&
+            !memcmp(eh.e_ident, ELFMAG, SELFMAG) && eh.e_phentsize == sizeof(Elf64_Phdr) && eh.e_phnum < 256) {
+                Elf64_Phdr ph[256];
+                if (pread_full(fd, ph, eh.e_phnum * sizeof(Elf64_Phdr), (off_t) eh.e_phoff) == 0)
+                        for (int i = 0; i < eh.e_phnum; i++)
+                                dynamic |= ph[i].p_type == PT_INTERP;
+        }
+        raw_syscall1(SYS_close, fd);
+        return dynamic;
+}
+
 static bool recorded_zombie(pid_t pid) {
         for (uint32_t i = 0; i < rt_cap->n_children; i++)
                 if (rt_cap->children[i].pid == (uint32_t) pid)
@@ -183,7 +226,7 @@ static int settle_children(bool after_suspend, char *err, size_t errsize) {
                                 }
                                 if (st == 'Z')
                                         break;  /* auto-reaped (SIGCHLD ignored) */
-                        } else if (!runs_runtime(pid)) {
+                        } else if (!runs_runtime(pid) && !will_run_runtime(pid)) {
                                 if (!after_suspend) {
                                         char comm[32];
                                         proc_comm(pid, comm, sizeof comm);

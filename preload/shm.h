@@ -30,8 +30,6 @@ struct rt_maps_line {
 };
 
 bool rt_parse_maps_line(char *line, struct rt_maps_line *m);
-/* A whole /proc file in a scratch mapping (NUL-terminated), or NULL. */
-char *rt_read_proc(const char *path, size_t *len);
 /* /proc/self/maps so, with its number of lines; NULL with err filled. */
 char *rt_read_maps(size_t *lines, char *err, size_t errsize);
 
