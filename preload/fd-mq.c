@@ -6,10 +6,12 @@
  * (publish: stand; save: the winner). There is no way to read a message
  * without taking it, so the owner takes them all at CAPTURE, in the order
  * they would be received (highest priority first, in arrival order within
- * a priority), and puts them back with their priorities at REFILL, which
- * restores that order; the other processes are stopped all along. With the
- * messages go the queue's attributes (mq_maxmsg, mq_msgsize), its mode and
- * its name.
+ * a priority), and at once puts them back with their priorities, which
+ * restores that order; every process of the computation is stopped then.
+ * Not later (at REFILL): a checkpoint abandoned in between would resume
+ * the others while the messages are out, and they would send after them
+ * or find the queue empty. With the messages go the queue's attributes
+ * (mq_maxmsg, mq_msgsize), its mode and its name.
  *
  * Restart: in RST_RESTORE the owner recreates the queue under its name (a
  * queue left under that name with the same attributes is emptied and used;
@@ -114,32 +116,58 @@ static bool drained_here(const struct rt_fd *f) {
         return false;
 }
 
-/* Take every message out, in receiving order. */
+/* Put the saved messages (data: a head, then the messages) back into the
+ * queue open on fd. */
+static int put_back(const struct rt_fd *f, const uint8_t *data, int fd, char *err, size_t errsize) {
+        struct mq_head h;
+        memcpy(&h, data, sizeof h);
+        size_t o = sizeof h;
+        for (uint32_t k = 0; k < h.n; k++) {
+                struct mq_saved m;
+                memcpy(&m, data + o, sizeof m);
+                long r = raw_syscall5(SYS_mq_timedsend, fd, (long) (data + o + sizeof m), m.len, m.prio, 0);
+                if (r < 0) {
+                        snprintf(err, errsize, "fd %d (message queue %s): cannot put message %u of %u back: %s",
+                                 f->d.fd, f->path, k + 1, h.n, strerror((int) -r));
+                        return (int) r;
+                }
+                o += sizeof m + ALIGN_UP((size_t) m.len, 8);
+        }
+        return 0;
+}
+
+/* Copy every message, in receiving order: take them all out, then put
+ * them back. */
 static int drain(struct rt_fd *f, char *err, size_t errsize) {
-        int fd = reopen(f->d.fd, O_RDONLY | O_NONBLOCK);
-        if (fd < 0) {
-                snprintf(err, errsize, "fd %d (message queue %s): cannot open it for reading: %s", f->d.fd, f->path,
-                         strerror(-fd));
-                return fd;
+        int rd = reopen(f->d.fd, O_RDONLY | O_NONBLOCK);
+        int wr = rd < 0 ? rd : reopen(f->d.fd, O_WRONLY | O_NONBLOCK);
+        if (rd < 0 || wr < 0) {
+                snprintf(err, errsize, "fd %d (message queue %s): cannot open it to read and write its messages: %s",
+                         f->d.fd, f->path, strerror(rd < 0 ? -rd : -wr));
+                if (rd >= 0)
+                        raw_syscall1(SYS_close, rd);
+                return rd < 0 ? rd : wr;
         }
         struct mq_attr a = { 0 };
-        long r = raw_syscall3(SYS_mq_getsetattr, fd, 0, (long) &a);
-        size_t cap = 0;
+        long r = raw_syscall3(SYS_mq_getsetattr, rd, 0, (long) &a);
         uint8_t *buf = NULL;
         if (r == 0) {
-                cap = sizeof(struct mq_head) + (size_t) a.mq_curmsgs * (sizeof(struct mq_saved) + 8 +
-                                                                        (size_t) a.mq_msgsize);
+                size_t cap = sizeof(struct mq_head) + (size_t) a.mq_curmsgs * (sizeof(struct mq_saved) + 8 +
+                                                                               (size_t) a.mq_msgsize);
                 buf = rt_alloc(RT_ARENA_STATE, cap);
                 if (!buf)
                         r = -ENOMEM;
         }
+        bool unlinked;
+        char name[NAME_MAX + 1];
+        queue_name(f, name, sizeof name, &unlinked);
         struct mq_head h = { .magic = MQ_HEAD_MAGIC, .maxmsg = a.mq_maxmsg, .msgsize = a.mq_msgsize,
-                             .mode = f->st.st_mode & 07777 };
+                             .mode = f->st.st_mode & 07777, .unlinked = unlinked };
         size_t o = sizeof h;
         for (long k = 0; r == 0 && k < a.mq_curmsgs; k++) {
                 struct mq_saved m;
                 unsigned prio = 0;
-                long n = raw_syscall5(SYS_mq_timedreceive, fd, (long) (buf + o + sizeof m), (long) a.mq_msgsize,
+                long n = raw_syscall5(SYS_mq_timedreceive, rd, (long) (buf + o + sizeof m), (long) a.mq_msgsize,
                                       (long) &prio, 0);
                 if (n < 0) {
                         r = n;
@@ -151,17 +179,21 @@ static int drain(struct rt_fd *f, char *err, size_t errsize) {
                 o += sizeof m + ALIGN_UP((size_t) n, 8);
                 h.n++;
         }
-        raw_syscall1(SYS_close, fd);
-        if (r < 0) {
+        raw_syscall1(SYS_close, rd);
+        if (r < 0)
                 snprintf(err, errsize, "fd %d (message queue %s): cannot read its messages: %s", f->d.fd, f->path,
                          strerror((int) -r));
-                return (int) r;
+        if (buf) {
+                memcpy(buf, &h, sizeof h);
+                /* Also what was taken before an error; failing that is the
+                 * error to report. */
+                int b = put_back(f, buf, wr, err, errsize);
+                if (b < 0)
+                        r = b;
         }
-        bool unlinked;
-        char name[NAME_MAX + 1];
-        queue_name(f, name, sizeof name, &unlinked);
-        h.unlinked = unlinked;
-        memcpy(buf, &h, sizeof h);
+        raw_syscall1(SYS_close, wr);
+        if (r < 0)
+                return (int) r;
         f->data = buf;
         f->data_len = o;
         f->d.size = h.n;
@@ -182,39 +214,6 @@ static int mq_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, size
         if (r == 1 && !drained_here(f))
                 return drain(f, err, errsize);
         return 0;
-}
-
-/* Put the saved messages back into the queue open on fd. */
-static int put_back(const struct rt_fd *f, int fd, char *err, size_t errsize) {
-        struct mq_head h;
-        memcpy(&h, f->data, sizeof h);
-        size_t o = sizeof h;
-        for (uint32_t k = 0; k < h.n; k++) {
-                struct mq_saved m;
-                memcpy(&m, f->data + o, sizeof m);
-                long r = raw_syscall5(SYS_mq_timedsend, fd, (long) (f->data + o + sizeof m), m.len, m.prio, 0);
-                if (r < 0) {
-                        snprintf(err, errsize, "fd %d (message queue %s): cannot put message %u of %u back: %s",
-                                 f->d.fd, f->path, k + 1, h.n, strerror((int) -r));
-                        return (int) r;
-                }
-                o += sizeof m + ALIGN_UP((size_t) m.len, 8);
-        }
-        return 0;
-}
-
-static int mq_refill(struct rt_fd *f, char *err, size_t errsize) {
-        if (!(f->d.aux & MQ_OWNER))
-                return 0;
-        int fd = reopen(f->d.fd, O_WRONLY | O_NONBLOCK);
-        if (fd < 0) {
-                snprintf(err, errsize, "fd %d (message queue %s): cannot open it for writing: %s", f->d.fd, f->path,
-                         strerror(-fd));
-                return fd;
-        }
-        int r = put_back(f, fd, err, errsize);
-        raw_syscall1(SYS_close, fd);
-        return r;
 }
 
 static bool valid_data(const struct rt_fd *f) {
@@ -325,7 +324,7 @@ static int mq_rst_refill(struct rt_fd *f, char *err, size_t errsize) {
                 return 0;
         for (uint32_t i = 0; i < n_owned; i++)
                 if (owned[i].ino == f->d.ino) {
-                        int r = put_back(f, owned[i].fd, err, errsize);
+                        int r = put_back(f, f->data, owned[i].fd, err, errsize);
                         rt_fd_set_private(owned[i].fd, false);
                         raw_syscall1(SYS_close, owned[i].fd);
                         owned[i] = owned[--n_owned];
@@ -350,7 +349,6 @@ const struct rt_fd_ops rt_fd_mq_ops = {
         .match = mq_match,
         .publish = mq_publish,
         .save = mq_save,
-        .refill = mq_refill,
         .restore = mq_restore,
         .connect = mq_connect,
         .rst_refill = mq_rst_refill,

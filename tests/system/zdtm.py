@@ -988,26 +988,43 @@ def flow_unsupported_sock(t):
     t.verify()
 
 
+def abort_then_rounds(t, args, refused, trigger, ack, what):
+    """A checkpoint of program args refused (its output matches refused),
+    with the program going on; then the driver writes the file trigger, the
+    program answers with the file ack once it is rid of what (the cause),
+    and the usual rounds follow."""
+    t.new_coordinator()
+    t.launch(program(t, *args))
+    t.progress(50)
+    out = t.checkpoint(expect_rc=1)
+    check(re.search(refused, out), "the checkpoint did not fail on %s: %s" % (what, out.strip()))
+    log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
+    t.progress(200)
+    with open(t.path(trigger), "w"):
+        pass
+    wait_until(lambda: os.path.exists(t.path(ack)) or t.prog.poll() is not None, 30,
+               "the program to be rid of %s" % what)
+    t.expect_running("once rid of %s" % what)
+    rounds(t, 2, progress=100)
+    t.verify()
+
+
+@special
+def flow_mqueue_abort(t):
+    """A checkpoint that fails (a lease) after the messages of the queues
+    were taken out to be saved: every message must be back, in its order,
+    and the program, checking each, goes on. Then the usual rounds."""
+    abort_then_rounds(t, ("mqueue", "--abort"), r"fd \d+ \(\S+/lease\) holds a lease", "drop-lease", "lease-dropped",
+                      "its lease")
+
+
 @special
 def flow_tcp_abort(t):
     """A checkpoint that fails after the TCP drain read megabytes out of the
     connection (a Unix pair with a descriptor in flight, drained later, makes
     it fail): both ends must put them all back, and the program, checking
     every byte, goes on. Then the usual rounds."""
-    t.new_coordinator()
-    t.launch(program(t, "tcp", "--abort"))
-    t.progress(50)
-    out = t.checkpoint(expect_rc=1)
-    check("fd 61" in out and "SCM_RIGHTS" in out, "the checkpoint did not fail on fd 61: %s" % out.strip())
-    log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
-    t.progress(200)
-    with open(t.path("take-fd"), "w"):
-        pass
-    wait_until(lambda: os.path.exists(t.path("fd-taken")) or t.prog.poll() is not None, 30,
-               "the program to take the descriptor")
-    t.expect_running("after taking the descriptor")
-    rounds(t, 2, progress=100)
-    t.verify()
+    abort_then_rounds(t, ("tcp", "--abort"), r"fd 61\b.*SCM_RIGHTS", "take-fd", "fd-taken", "fd 61")
 
 
 class NetnsHosts:

@@ -14,7 +14,13 @@
  *             description: the child sends, the parent takes
  *
  * At verification: attributes, mode, the child's description still
- * non-blocking and the parent's not, the unlinked queue still unlinked. */
+ * non-blocking and the parent's not, the unlinked queue still unlinked.
+ *
+ *   mqueue --abort   as above, the parent also holding a lease, which makes
+ *                    the first checkpoint fail after the queues' messages
+ *                    were taken out to be saved: every one must be back, in
+ *                    order (zdtm.py mqueue_abort). The lease goes when the
+ *                    file "drop-lease" appears. */
 #include <errno.h>
 #include <fcntl.h>
 #include <mqueue.h>
@@ -101,8 +107,19 @@ static mqd_t open_queue(const char *n, int flags, long maxmsg) {
         return q;
 }
 
+/* A read lease on a file of ours: the checkpoint refuses leases. */
+static int take_lease(void) {
+        int fd = open("lease", O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0)
+                fail_errno("open lease");
+        if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
+                fail_errno("F_SETLEASE");
+        return fd;
+}
+
 int main(int argc, char **argv) {
         test_init(argc, argv);
+        bool abort_mode = argc > 1 && !strcmp(argv[1], "--abort");
         umask(022);
         snprintf(name, sizeof name, "/zdtm-mq-%d", (int) getpid());
         snprintf(frozen_name, sizeof frozen_name, "/zdtm-mq-frozen-%d", (int) getpid());
@@ -127,10 +144,18 @@ int main(int argc, char **argv) {
                         fail_errno("mq_send (frozen)");
         }
         pid_t pid = test_fork(child);
+        int lease = abort_mode ? take_lease() : -1;
         test_ready();
         uint64_t sent[PRIOS] = { 0 }, loose_got = 0;
         unsigned n = 0;
         while (!test_verify_requested()) {
+                if (lease >= 0 && access("drop-lease", F_OK) == 0) {
+                        if (fcntl(lease, F_SETLEASE, F_UNLCK) < 0)
+                                fail_errno("drop the lease");
+                        close(lease);
+                        lease = -1;
+                        test_write_file("lease-dropped", "1\n");
+                }
                 /* Top the stream up, without ever blocking. */
                 struct mq_attr a;
                 if (mq_getattr(stream, &a) < 0)
