@@ -34,6 +34,7 @@ const char *img_region_kind_name(uint32_t kind) {
                 [IMG_RK_VDSO] = "vdso",
                 [IMG_RK_VVAR] = "vvar",
                 [IMG_RK_RESERVED] = "reservation",
+                [IMG_RK_SHM] = "shared memory",
         };
         return kind < _IMG_RK_MAX && names[kind] ? names[kind] : "unknown";
 }
@@ -47,8 +48,20 @@ const char *img_fd_kind_name(uint32_t kind) {
                 [IMG_FD_TTY] = "terminal",
                 [IMG_FD_PIPE] = "pipe",
                 [IMG_FD_SOCKET] = "socket",
+                [IMG_FD_SHM] = "shared memory",
+                [IMG_FD_MQUEUE] = "message queue",
         };
         return kind < _IMG_FD_MAX && names[kind] ? names[kind] : "unknown";
+}
+
+const char *img_shm_kind_name(uint32_t kind) {
+        static const char *const names[_IMG_SHM_MAX] = {
+                [IMG_SHM_ANON] = "shared anonymous memory",
+                [IMG_SHM_MEMFD] = "memfd",
+                [IMG_SHM_POSIX] = "POSIX shared memory",
+                [IMG_SHM_SYSV] = "System V shared memory",
+        };
+        return kind < _IMG_SHM_MAX && names[kind] ? names[kind] : "unknown";
 }
 
 uint32_t img_header_crc(const struct img_header *h) {
@@ -107,6 +120,8 @@ void img_free(struct img *img) {
         free(img->fds);
         free(img->timers);
         free(img->children);
+        free(img->shms);
+        free(img->sysv);
         free(img->meta);
         memset(img, 0, sizeof *img);
 }
@@ -146,13 +161,13 @@ static int block_cmp(const void *a, const void *b) {
         const struct img_block *x = a, *y = b;
         if (x->target != y->target)
                 return x->target < y->target ? -1 : 1;
-        if (x->index != y->index && x->target == IMG_BT_FILE)
+        if (x->index != y->index && x->target != IMG_BT_MEMORY)
                 return x->index < y->index ? -1 : 1;
         return x->addr < y->addr ? -1 : x->addr > y->addr ? 1 : 0;
 }
 
 struct counts {
-        size_t process, auxv, threads, files, regions, blocks, fds, sigactions, timers, runtime, children;
+        size_t process, auxv, threads, files, regions, blocks, fds, sigactions, timers, runtime, children, shms, sysv;
         size_t strings;
 };
 
@@ -184,6 +199,8 @@ static int count_records(const uint8_t *meta, size_t len, uint32_t n_records, st
                 case IMG_R_TIMER: c->timers++; break;
                 case IMG_R_RUNTIME: c->runtime++; break;
                 case IMG_R_CHILD: c->children++; break;
+                case IMG_R_SHM: c->shms++; break;
+                case IMG_R_SYSV: c->sysv++; break;
                 default:
                         return fail(err, -EBADMSG, "corrupted metadata (unknown record type %u)", rec.type);
                 }
@@ -199,7 +216,8 @@ static int count_records(const uint8_t *meta, size_t len, uint32_t n_records, st
                 return fail(err, -EBADMSG, "corrupted metadata (%zu process records)", c->process);
         if (c->threads < 1 || c->threads > IMG_MAX_THREADS || c->files > IMG_MAX_FILES ||
             c->regions > IMG_MAX_REGIONS || c->blocks > IMG_MAX_BLOCKS || c->fds > IMG_MAX_FDS ||
-            c->timers > IMG_MAX_TIMERS || c->children > IMG_MAX_CHILDREN || c->auxv > 1 || c->sigactions > 1 ||
+            c->timers > IMG_MAX_TIMERS || c->children > IMG_MAX_CHILDREN || c->shms > IMG_MAX_SHMS ||
+            c->sysv > IMG_MAX_SYSV || c->auxv > 1 || c->sigactions > 1 ||
             c->runtime > 1)
                 return fail(err, -EBADMSG, "corrupted metadata (record counts out of range)");
         return 0;
@@ -207,7 +225,7 @@ static int count_records(const uint8_t *meta, size_t len, uint32_t n_records, st
 
 static int check_block(const struct img *img, const struct img_block *b, struct img_error *err) {
         const struct img_header *h = &img->hdr;
-        if (b->enc == 0 || b->enc >= _IMG_ENC_MAX || (b->target != IMG_BT_MEMORY && b->target != IMG_BT_FILE))
+        if (b->enc == 0 || b->enc >= _IMG_ENC_MAX || b->target < IMG_BT_MEMORY || b->target > IMG_BT_SHM)
                 return fail(err, -EBADMSG, "corrupted block table (bad encoding or target)");
         if (b->ulen == 0 || b->ulen > IMG_BLOCK_MAX)
                 return fail(err, -EBADMSG, "corrupted block table (bad length)");
@@ -236,9 +254,17 @@ static int check_block(const struct img *img, const struct img_block *b, struct 
                         return fail(err, -EBADMSG, "corrupted block table (block outside its region)");
                 if (b->enc == IMG_ENC_RAW && b->file_off % PAGE_SZ)
                         return fail(err, -EBADMSG, "corrupted block table (unaligned raw block)");
-                if (r->kind == IMG_RK_VDSO || r->kind == IMG_RK_VVAR || r->kind == IMG_RK_RESERVED)
+                if (r->kind == IMG_RK_VDSO || r->kind == IMG_RK_VVAR || r->kind == IMG_RK_RESERVED ||
+                    r->kind == IMG_RK_SHM)
                         if (b->enc != IMG_ENC_GUARD)
                                 return fail(err, -EBADMSG, "corrupted block table (data for a region without content)");
+        } else if (b->target == IMG_BT_SHM) {
+                if (b->index >= img->n_shms)
+                        return fail(err, -EBADMSG, "corrupted block table (shared memory index)");
+                const struct img_shm *o = &img->shms[b->index].s;
+                uint64_t size = ALIGN_UP(o->size, (uint64_t) PAGE_SZ);
+                if (b->addr % PAGE_SZ || b->addr > size || b->ulen > size - b->addr || b->enc == IMG_ENC_GUARD)
+                        return fail(err, -EBADMSG, "corrupted block table (block outside its shared memory object)");
         } else {
                 if (b->index >= img->n_files)
                         return fail(err, -EBADMSG, "corrupted block table (file index)");
@@ -248,6 +274,23 @@ static int check_block(const struct img *img, const struct img_block *b, struct 
                         return fail(err, -EBADMSG, "corrupted block table (file block outside its file)");
         }
         return 0;
+}
+
+int img_sysv_check_data(const struct img_sysv *v, const uint8_t *data) {
+        if (v->kind == IMG_SYSV_SEM)
+                return v->count >= 1 && v->count <= 65536 && v->data_len == (uint64_t) v->count * 2 ? 0 : -EBADMSG;
+        uint64_t o = 0;
+        for (uint32_t i = 0; i < v->count; i++) {
+                struct img_sysv_msg m;
+                if (v->data_len - o < sizeof m)
+                        return -EBADMSG;
+                memcpy(&m, data + o, sizeof m);
+                o += sizeof m;
+                if (m.mtype < 1 || m.len > v->data_len - o || ALIGN_UP((uint64_t) m.len, 8) > v->data_len - o)
+                        return -EBADMSG;
+                o += ALIGN_UP((uint64_t) m.len, 8);
+        }
+        return o == v->data_len ? 0 : -EBADMSG;
 }
 
 int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
@@ -288,8 +331,10 @@ int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
         img->fds = calloc(c.fds + 1, sizeof *img->fds);
         img->timers = calloc(c.timers + 1, sizeof *img->timers);
         img->children = calloc(c.children + 1, sizeof *img->children);
+        img->shms = calloc(c.shms + 1, sizeof *img->shms);
+        img->sysv = calloc(c.sysv + 1, sizeof *img->sysv);
         if (!img->meta || !img->threads || !img->files || !img->regions || !img->blocks || !img->fds ||
-            !img->timers || !img->children) {
+            !img->timers || !img->children || !img->shms || !img->sysv) {
                 free(meta);
                 img_free(img);
                 return fail(err, -ENOMEM, "out of memory reading metadata");
@@ -406,6 +451,35 @@ int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
                                 goto bad;
                         break;
                 }
+                case IMG_R_SHM: {
+                        struct img_parsed_shm *sh = &img->shms[img->n_shms++];
+                        if (rec.len < sizeof sh->s)
+                                goto bad;
+                        memcpy(&sh->s, p, sizeof sh->s);
+                        if (sizeof sh->s + (size_t) sh->s.name_len != rec.len || sh->s.kind == 0 ||
+                            sh->s.kind >= _IMG_SHM_MAX || sh->s.size > (1ULL << 48) ||
+                            (sh->s.flags & ~(uint32_t) (IMG_SHMF_LEADER | IMG_SHMF_DELETED | IMG_SHMF_RMID)) ||
+                            take_str(p, sizeof sh->s, sh->s.name_len, rec.len, IMG_PATH_MAX, &strbuf, &sh->name) < 0)
+                                goto bad;
+                        if (sh->s.kind == IMG_SHM_POSIX && (sh->name.len < 2 || sh->name.s[0] != '/'))
+                                goto bad;
+                        for (size_t k = 0; k + 1 < img->n_shms; k++)
+                                if (img->shms[k].s.kind == sh->s.kind && img->shms[k].s.dev == sh->s.dev &&
+                                    img->shms[k].s.ino == sh->s.ino)
+                                        return bad_meta(img, err, "corrupted metadata (shared memory object listed twice)");
+                        break;
+                }
+                case IMG_R_SYSV: {
+                        struct img_parsed_sysv *v = &img->sysv[img->n_sysv++];
+                        if (rec.len < sizeof v->s)
+                                goto bad;
+                        memcpy(&v->s, p, sizeof v->s);
+                        v->data = p + sizeof v->s;
+                        if (v->s.data_len != rec.len - sizeof v->s || v->s.kind == 0 || v->s.kind >= _IMG_SYSV_MAX ||
+                            v->s.id < 0 || img_sysv_check_data(&v->s, v->data) < 0)
+                                goto bad;
+                        break;
+                }
                 }
         }
         if (!have_leader)
@@ -424,11 +498,15 @@ int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
                 bool is_file = rg->kind == IMG_RK_FILE_PRIVATE || rg->kind == IMG_RK_FILE_SHARED;
                 if (is_file ? rg->file >= img->n_files : rg->file != IMG_NONE)
                         return bad_meta(img, err, "corrupted metadata (region %zu file index)", i);
+                if (rg->kind == IMG_RK_SHM && rg->shm >= img->n_shms)
+                        return bad_meta(img, err, "corrupted metadata (region %zu shared memory index)", i);
                 if (i > 0 && img->regions[i - 1].r.end > rg->start)
                         return bad_meta(img, err, "corrupted metadata (regions overlap or are unsorted)");
         }
         for (size_t i = 0; i < img->n_fds; i++) {
                 const struct img_fd *d = &img->fds[i].d;
+                if (d->kind == IMG_FD_SHM && d->share == IMG_FD_OWN && d->aux >= img->n_shms)
+                        return bad_meta(img, err, "corrupted metadata (descriptor record %zu: shared memory index)", i);
                 if (d->fd < 0 || d->kind == 0 || d->kind >= _IMG_FD_MAX || d->share > IMG_FD_FOLLOWER ||
                     (d->file != IMG_NONE && d->file >= img->n_files) || !memchr(d->leader, 0, sizeof d->leader))
                         return bad_meta(img, err, "corrupted metadata (descriptor record %zu)", i);
@@ -461,7 +539,7 @@ int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
         img->n_mem_blocks = b;
         uint64_t prev_end = 0;
         uint32_t prev_file = IMG_NONE;
-        for (; b < img->n_blocks; b++) {
+        for (; b < img->n_blocks && img->blocks[b].target == IMG_BT_FILE; b++) {
                 const struct img_block *bl = &img->blocks[b];
                 struct img_parsed_file *pf = &img->files[bl->index];
                 if (bl->index != prev_file)
@@ -473,6 +551,21 @@ int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
                 if (pf->n_blocks == 0)
                         pf->first_block = (uint32_t) b;
                 pf->n_blocks++;
+        }
+        prev_end = 0;
+        prev_file = IMG_NONE;
+        for (; b < img->n_blocks; b++) {
+                const struct img_block *bl = &img->blocks[b];
+                struct img_parsed_shm *sh = &img->shms[bl->index];
+                if (bl->index != prev_file)
+                        prev_end = 0;
+                if (bl->addr < prev_end)
+                        return bad_meta(img, err, "corrupted block table (shared memory blocks overlap)");
+                prev_end = bl->addr + bl->ulen;
+                prev_file = bl->index;
+                if (sh->n_blocks == 0)
+                        sh->first_block = (uint32_t) b;
+                sh->n_blocks++;
         }
         return 0;
 bad:

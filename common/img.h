@@ -36,6 +36,8 @@
 #define IMG_MAX_FILES     65536u
 #define IMG_MAX_TIMERS    4096u
 #define IMG_MAX_CHILDREN  65536u
+#define IMG_MAX_SHMS      65536u
+#define IMG_MAX_SYSV      65536u
 #define IMG_MAX_META      (1u << 30)
 #define IMG_PATH_MAX      4096u
 
@@ -88,6 +90,8 @@ enum img_record_type {
         IMG_R_TIMER,                       /* struct img_timer */
         IMG_R_RUNTIME,                     /* opaque bytes owned by the runtime */
         IMG_R_CHILD,                       /* struct img_child: exited, not yet reaped */
+        IMG_R_SHM,                         /* struct img_shm + name: a shared memory object */
+        IMG_R_SYSV,                        /* struct img_sysv + data: a System V semaphore set or message queue */
         _IMG_R_MAX,
 };
 
@@ -158,6 +162,7 @@ enum img_region_kind {
         IMG_RK_VDSO,                       /* [vdso]: moved, never saved */
         IMG_RK_VVAR,                       /* [vvar], [vvar_vclock]: moved, never saved */
         IMG_RK_RESERVED,                   /* PROT_NONE reservation without content */
+        IMG_RK_SHM,                        /* a view of shared memory object `shm` (content: the object's) */
         _IMG_RK_MAX,
 };
 
@@ -184,7 +189,7 @@ struct img_region {
         uint32_t flags;                    /* enum img_region_flags */
         uint32_t file;                     /* index of an IMG_R_FILE record, or IMG_NONE */
         uint32_t name_len;                 /* name follows, e.g. "[heap]" (no NUL) */
-        uint32_t reserved;
+        uint32_t shm;                      /* IMG_RK_SHM: index of its IMG_R_SHM record (else 0) */
 };
 
 enum img_block_enc {
@@ -198,6 +203,7 @@ enum img_block_enc {
 enum img_block_target {
         IMG_BT_MEMORY = 1,                 /* addr is a virtual address in region `index` */
         IMG_BT_FILE,                       /* addr is an offset in file `index` (content) */
+        IMG_BT_SHM,                        /* addr is an offset in shared memory object `index` */
 };
 
 struct img_block {
@@ -221,6 +227,8 @@ enum img_fd_kind {
         IMG_FD_TTY,                        /* a terminal opened by the program */
         IMG_FD_PIPE,                       /* one end of a pipe */
         IMG_FD_SOCKET,                     /* a Unix, TCP or UDP socket */
+        IMG_FD_SHM,                        /* memfd or /dev/shm object: aux = its IMG_R_SHM index */
+        IMG_FD_MQUEUE,                     /* POSIX message queue */
         _IMG_FD_MAX,
 };
 
@@ -274,6 +282,69 @@ struct img_child {
         uint32_t reserved;
 };
 
+/* Shared memory: one object, seen by several processes (and regions and
+ * descriptors of each). Every image whose process maps or holds it has a
+ * record; its content (blocks of target IMG_BT_SHM, addr = offset in the
+ * object) is saved once, by the process elected its leader, plus whatever
+ * of it other processes map and the leader could not read. The restart tool
+ * recreates each object once (by host, kind, dev and ino) and maps it into
+ * every process that had it. */
+enum img_shm_kind {
+        IMG_SHM_ANON = 1,                  /* MAP_SHARED|MAP_ANONYMOUS, or a shared map of /dev/zero */
+        IMG_SHM_MEMFD,                     /* memfd_create(2): name is the memfd's name */
+        IMG_SHM_POSIX,                     /* a file in /dev/shm (shm_open): name is its path */
+        IMG_SHM_SYSV,                      /* System V segment: ino is its shmid */
+        _IMG_SHM_MAX,
+};
+
+enum img_shm_flags {
+        IMG_SHMF_LEADER = 1u << 0,         /* this process was its leader (its record is authoritative) */
+        IMG_SHMF_DELETED = 1u << 1,        /* POSIX: unlinked from /dev/shm while in use */
+        IMG_SHMF_RMID = 1u << 2,           /* System V: marked for removal (IPC_RMID) */
+};
+
+struct img_shm {
+        uint64_t dev, ino;                 /* identity at checkpoint */
+        uint64_t ns;                       /* System V: inode of the IPC namespace */
+        uint64_t size;                     /* bytes (anonymous: the extent mapped; blocks cover whole pages) */
+        uint32_t kind;                     /* enum img_shm_kind */
+        uint32_t flags;                    /* enum img_shm_flags */
+        uint32_t mode;                     /* permission bits */
+        uint32_t seals;                    /* memfd: F_GET_SEALS */
+        int32_t key;                       /* System V key */
+        uint32_t uid, gid;                 /* System V owner */
+        uint32_t name_len;                 /* name follows (no NUL) */
+};
+
+/* A System V semaphore set or message queue (shared memory segments are
+ * IMG_R_SHM). Saved by the leader only; data follows the struct:
+ * semaphores: count uint16 values; messages: count times struct
+ * img_sysv_msg + text, each padded to 8 bytes. */
+enum img_sysv_kind {
+        IMG_SYSV_SEM = 1,
+        IMG_SYSV_MSG,
+        _IMG_SYSV_MAX,
+};
+
+struct img_sysv {
+        uint64_t ns;                       /* inode of the IPC namespace */
+        uint32_t kind;                     /* enum img_sysv_kind */
+        int32_t id;
+        int32_t key;
+        uint32_t mode;
+        uint32_t uid, gid;
+        uint32_t count;                    /* semaphores, or messages */
+        uint32_t reserved;
+        uint64_t qbytes;                   /* messages: the queue's byte limit */
+        uint64_t data_len;                 /* bytes of data following */
+};
+
+struct img_sysv_msg {
+        int64_t mtype;
+        uint32_t len;
+        uint32_t reserved;
+};
+
 /* The parsed, validated form of an image (common/img-read.c). Arrays point
  * into one buffer holding the metadata; strings are NUL-terminated copies. */
 struct img_str {
@@ -296,6 +367,17 @@ struct img_parsed_file {
 struct img_parsed_fd {
         struct img_fd d;
         struct img_str path;
+};
+
+struct img_parsed_shm {
+        struct img_shm s;
+        struct img_str name;
+        uint32_t first_block, n_blocks;    /* content blocks of this object in this image */
+};
+
+struct img_parsed_sysv {
+        struct img_sysv s;
+        const uint8_t *data;               /* data_len bytes, checked against count */
 };
 
 struct img {
@@ -322,6 +404,10 @@ struct img {
         size_t n_timers;
         struct img_child *children;
         size_t n_children;
+        struct img_parsed_shm *shms;
+        size_t n_shms;
+        struct img_parsed_sysv *sysv;
+        size_t n_sysv;
         void *meta;                        /* owns everything above */
         size_t meta_size;
 };
@@ -360,6 +446,9 @@ int img_decode_block(const struct img_block *b, const uint8_t *src, void *dst, s
 
 const char *img_region_kind_name(uint32_t kind);
 const char *img_fd_kind_name(uint32_t kind);
+const char *img_shm_kind_name(uint32_t kind);
+/* 0 if the data of a System V record matches its count and kind. */
+int img_sysv_check_data(const struct img_sysv *v, const uint8_t *data);
 
 /* crc32 of a header with its crc field taken as 0. */
 uint32_t img_header_crc(const struct img_header *h);

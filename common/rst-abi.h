@@ -33,11 +33,13 @@ struct rst_range {
 };
 
 /* A file the restart tool recreated from the image (a file that was deleted
- * while open), open on fd in the restored process. */
+ * while open, or a shared memory object), open on fd in the restored
+ * process. */
 struct rst_file_fd {
-        uint32_t file;                          /* index of the image's IMG_R_FILE */
+        uint32_t file;                          /* index of the image's IMG_R_FILE, or RST_FILE_SHM | IMG_R_SHM index */
         int32_t fd;
 };
+#define RST_FILE_SHM 0x80000000u
 
 struct rst_incoming {
         uint64_t magic;

@@ -22,6 +22,7 @@
 #include "client.h"
 #include "raw-syscall.h"
 #include "rt.h"
+#include "shm.h"
 #include "util.h"
 #include "write.h"
 
@@ -434,12 +435,14 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
                 return abandon(&c, PROTO_PH_ELECT, r, err);
 
         /* Descriptors shared between processes: elect who saves each. */
-        if ((r = rt_fds_elect(err, sizeof err)) < 0)
+        if ((r = rt_fds_elect(err, sizeof err)) < 0 || (r = rt_shared_elect(err, sizeof err)) < 0)
                 return abandon(&c, PROTO_PH_ELECT, r, err);
         send_done(gen, PROTO_PH_ELECT, 0, NULL, 0, 0, 0);
         if ((r = wait_go(&c, PROTO_PH_ELECT)) < 0)
                 goto aborted;
         r = rt_fds_resolve(err, sizeof err);
+        if (r == 0)
+                r = rt_shared_resolve(err, sizeof err);
         if (r == -ECANCELED)
                 goto aborted_pushed;
         if (r < 0)
@@ -452,6 +455,8 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         rt_trace("drain released");
         /* Capture. */
         r = rt_fds_capture(err, sizeof err);
+        if (r == 0)
+                r = rt_shared_capture(err, sizeof err);
         if (r == -ECANCELED)
                 goto aborted_pushed;
         if (r < 0 || (r = rt_signals_capture(err, sizeof err)) < 0 ||
@@ -544,6 +549,7 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
                 r = rt_write_image(&req, &res);
                 raw_syscall1(SYS_close, img_fd);
         }
+        rt_copies_release();
         if (r < 0 && res.reported) {
                 /* The writer said so already: wait for the abort. */
                 rt_error("checkpoint %llu failed: %s", (unsigned long long) gen, res.err);

@@ -10,6 +10,7 @@
 
 #include "fd.h"
 #include "raw-syscall.h"
+#include "shm.h"
 #include "util.h"
 
 #define DELETED_SUFFIX " (deleted)"
@@ -20,9 +21,12 @@ static bool is_deleted(const struct rt_fd_probe *p) {
 }
 
 static bool regular_match(const struct rt_fd_probe *p) {
-        /* memfd and shared memory objects look like deleted files: not ours. */
-        return S_ISREG(p->st.st_mode) && p->path[0] == '/' && strncmp(p->path, "/memfd:", 7) != 0 &&
-               strncmp(p->path, "/dev/shm/", 9) != 0 && strncmp(p->path, "/SYSV", 5) != 0;
+        /* Shared memory objects (memfd, /dev/shm) and message queues are
+         * files too, but their kinds come first in fd.c's table: their
+         * contents do not survive a reboot, so they are saved, not reopened
+         * by path. A System V segment opened through /proc/PID/map_files is
+         * neither. */
+        return S_ISREG(p->st.st_mode) && p->path[0] == '/' && strncmp(p->path, "/SYSV", 5) != 0;
 }
 
 static int regular_save(const struct rt_fd_probe *p, struct rt_fd *out, char *err, size_t errsize) {
@@ -41,7 +45,7 @@ static int regular_save(const struct rt_fd_probe *p, struct rt_fd *out, char *er
                 return idx;
         struct rt_file *f = &rt_cap->files[idx];
         if (!f->content && p->st.st_size > 0) {
-                f->content = rt_map_scratch((size_t) p->st.st_size);
+                f->content = rt_copy_alloc((size_t) p->st.st_size);
                 if (!f->content) {
                         snprintf(err, errsize, "fd %d: no memory to save the deleted file %s", p->fd, path);
                         return -ENOMEM;

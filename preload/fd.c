@@ -29,6 +29,8 @@
 
 static const struct rt_fd_ops *const kinds[] = {
         &rt_fd_external_ops,            /* first: inherited ones win over their type */
+        &rt_fd_shm_ops,                 /* before regular: memfds and /dev/shm are files too */
+        &rt_fd_mq_ops,
         &rt_fd_regular_ops,
         &rt_fd_directory_ops,
         &rt_fd_chardev_ops,

@@ -52,7 +52,7 @@ struct rt_fd_ops {
 };
 
 extern const struct rt_fd_ops rt_fd_external_ops, rt_fd_regular_ops, rt_fd_directory_ops,
-        rt_fd_chardev_ops, rt_fd_tty_ops, rt_fd_pipe_ops, rt_fd_socket_ops;
+        rt_fd_chardev_ops, rt_fd_tty_ops, rt_fd_pipe_ops, rt_fd_shm_ops, rt_fd_mq_ops, rt_fd_socket_ops;
 
 /* Helpers shared by kinds. */
 char *rt_strdup_state(const char *s);

@@ -1,4 +1,6 @@
 /* Memory capture: what is mapped, what kind it is, and what must be saved.
+ * Shared memory objects are listed and saved by shm.c; their regions here
+ * only say where each process sees them.
  *
  * Before the pause (threads running), rt_mem_presuspend reads
  * /proc/self/smaps for the VmFlags (smaps walks every page table, too slow
@@ -14,9 +16,15 @@
 #include <zlib.h>
 
 #include "fd.h"
+#include "shm.h"
 #include "raw-syscall.h"
 #include "rt.h"
 #include "util.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
 
 struct vmflags {
         uint64_t start, end;
@@ -175,16 +183,8 @@ static int file_crc(const char *path, const struct stat *st, uint32_t *crc) {
         return 0;
 }
 
-struct maps_line {
-        uint64_t start, end, pgoff, ino;
-        uint32_t prot;
-        bool shared;
-        unsigned dev_major, dev_minor;
-        const char *name;               /* NUL-terminated in place */
-};
-
 /* Parse one line of /proc/self/maps in place. */
-static bool parse_maps_line(char *line, struct maps_line *m) {
+bool rt_parse_maps_line(char *line, struct rt_maps_line *m) {
         char *p = line, *end;
         m->start = strtoull(p, &end, 16);
         if (*end != '-')
@@ -209,7 +209,7 @@ static bool parse_maps_line(char *line, struct maps_line *m) {
 }
 
 /* Does the path still name the file that is mapped? */
-static bool path_is_mapped_file(const struct maps_line *m, struct stat *st) {
+static bool path_is_mapped_file(const struct rt_maps_line *m, struct stat *st) {
         if (stat(m->name, st) < 0)
                 return false;
         if (st->st_ino == m->ino && st->st_dev == makedev(m->dev_major, m->dev_minor))
@@ -249,10 +249,10 @@ int rt_mem_presuspend(void) {
                 char *nl = strchr(line, '\n');
                 if (nl)
                         *nl = 0;
-                struct maps_line m;
+                struct rt_maps_line m;
                 struct stat st;
                 uint32_t crc;
-                if (parse_maps_line(line, &m) && m.ino && m.name[0] == '/' && !m.shared && !is_lazy_image(&m) &&
+                if (rt_parse_maps_line(line, &m) && m.ino && m.name[0] == '/' && !m.shared && !is_lazy_image(&m) &&
                     !ends_with(m.name, " (deleted)") && path_is_mapped_file(&m, &st) && !crc_lookup(&st))
                         (void) file_crc(m.name, &st, &crc);
                 line = nl ? nl + 1 : NULL;
@@ -262,7 +262,7 @@ int rt_mem_presuspend(void) {
 
 
 static int copy_region(struct rt_region *rg, size_t len, char *err, size_t errsize) {
-        rg->copy = rt_map_scratch(len);
+        rg->copy = rt_copy_alloc(len);
         if (!rg->copy) {
                 snprintf(err, errsize, "no memory to copy the shared region %llx-%llx",
                          (unsigned long long) rg->r.start, (unsigned long long) rg->r.end);
@@ -271,6 +271,10 @@ static int copy_region(struct rt_region *rg, size_t len, char *err, size_t errsi
         bool unreadable = !(rg->r.prot & PROT_READ);
         if (unreadable)
                 raw_syscall3(SYS_mprotect, (long) rg->r.start, (long) (rg->r.end - rg->r.start), PROT_READ);
+        /* The kernel maps both sides in one call each: cheaper than a fault
+         * per page. */
+        raw_syscall3(SYS_madvise, (long) rg->copy, (long) len, MADV_POPULATE_WRITE);
+        raw_syscall3(SYS_madvise, (long) rg->r.start, (long) len, MADV_POPULATE_READ);
         memcpy(rg->copy, (void *) rg->r.start, len);
         if (unreadable)
                 raw_syscall3(SYS_mprotect, (long) rg->r.start, (long) (rg->r.end - rg->r.start), rg->r.prot);
@@ -302,7 +306,7 @@ static bool extends_previous(const struct rt_region *rg, const char *name) {
 }
 
 /* Record [start,end), a piece of the mapping m (the whole VMA), as a region. */
-static int capture_region(const struct maps_line *m, uint64_t start, uint64_t end, bool cow, char *err, size_t errsize) {
+static int capture_region(const struct rt_maps_line *m, uint64_t start, uint64_t end, bool cow, char *err, size_t errsize) {
         struct rt_region *rg = &rt_cap->regions[rt_cap->n_regions];
         memset(rg, 0, sizeof *rg);
         rg->r.start = start;
@@ -315,12 +319,17 @@ static int capture_region(const struct maps_line *m, uint64_t start, uint64_t en
         rg->r.flags = vmflags_of(m->start, m->end);
         const char *name = m->name;
         struct stat st;
+        int shm = m->shared ? rt_shm_find_mapping(m) : -1;
 
         if (!strcmp(name, "[vdso]"))
                 rg->r.kind = IMG_RK_VDSO;
         else if (!strncmp(name, "[vvar", 5))
                 rg->r.kind = IMG_RK_VVAR;
-        else if (m->ino == 0 || is_lazy_image(m)) {
+        else if (shm >= 0) {
+                /* Shared memory: its content is the object's (shm.c). */
+                rg->r.kind = IMG_RK_SHM;
+                rg->r.shm = (uint32_t) shm;
+        } else if (m->ino == 0 || is_lazy_image(m)) {
                 rg->r.kind = m->shared ? IMG_RK_ANON_SHARED : IMG_RK_ANON;
                 rg->image_backed = m->ino != 0;
                 if (rg->image_backed) {
@@ -331,15 +340,16 @@ static int capture_region(const struct maps_line *m, uint64_t start, uint64_t en
                         rg->r.flags |= IMG_RF_HEAP;
                 if (!strcmp(name, "[stack]"))
                         rg->r.flags |= IMG_RF_STACK | IMG_RF_GROWSDOWN;
-        } else if (!strncmp(name, "/dev/zero", 9) && m->shared) {
-                rg->r.kind = IMG_RK_ANON_SHARED;
-        } else if (!strncmp(name, "/SYSV", 5) || !strncmp(name, "/memfd:", 7) ||
-                   (m->shared && !strncmp(name, "/dev/shm/", 9))) {
-                snprintf(err, errsize, "memory at %llx-%llx is %s shared memory (%s), which cannot be checkpointed",
-                         (unsigned long long) start, (unsigned long long) end,
-                         !strncmp(name, "/SYSV", 5) ? "System V" : !strncmp(name, "/memfd:", 7) ? "memfd" : "POSIX",
-                         name);
+        } else if (m->shared && (!strncmp(name, "/SYSV", 5) || rt_shm_path_is_object(name))) {
+                /* rt_shared_elect lists every one of these. */
+                snprintf(err, errsize, "memory at %llx-%llx is shared memory (%s) that appeared during the checkpoint",
+                         (unsigned long long) start, (unsigned long long) end, name);
                 return -EOPNOTSUPP;
+        } else if (!m->shared && rt_shm_path_is_object(name)) {
+                /* A private map of a shared memory object, which may be gone
+                 * after a restart: its pages are all we keep. */
+                rg->r.kind = IMG_RK_ANON;
+                rg->r.flags |= IMG_RF_FULL;
         } else if (name[0] == '/' && !ends_with(name, " (deleted)") && path_is_mapped_file(m, &st)) {
                 rg->r.kind = m->shared ? IMG_RK_FILE_SHARED : IMG_RK_FILE_PRIVATE;
                 int idx = rt_file_add(st.st_dev, st.st_ino, name, 0, &st);
@@ -380,7 +390,7 @@ static int capture_region(const struct maps_line *m, uint64_t start, uint64_t en
         rt_cap->n_regions++;
 
         /* What fork will not preserve must be copied during the pause. */
-        if (!cow || rg->r.kind == IMG_RK_VDSO || rg->r.kind == IMG_RK_VVAR)
+        if (!cow || rg->r.kind == IMG_RK_VDSO || rg->r.kind == IMG_RK_VVAR || rg->r.kind == IMG_RK_SHM)
                 return 0;
         bool shared = rg->r.kind == IMG_RK_ANON_SHARED || rg->r.kind == IMG_RK_FILE_SHARED;
         bool fork_loses = rg->r.flags & (IMG_RF_DONTFORK | IMG_RF_WIPEONFORK);
@@ -391,18 +401,26 @@ static int capture_region(const struct maps_line *m, uint64_t start, uint64_t en
         return clen ? copy_region(rg, clen, err, errsize) : 0;
 }
 
-int rt_mem_capture(bool cow, char *err, size_t errsize) {
-        if (vmf_stale)
-                read_vmflags();
+char *rt_read_maps(size_t *lines, char *err, size_t errsize) {
         size_t len;
         char *buf = read_proc("/proc/self/maps", &len);
         if (!buf) {
                 snprintf(err, errsize, "cannot read /proc/self/maps");
-                return -ENOMEM;
+                return NULL;
         }
-        size_t lines = 0;
+        *lines = 0;
         for (const char *p = buf; *p; p++)
-                lines += *p == '\n';
+                *lines += *p == '\n';
+        return buf;
+}
+
+int rt_mem_capture(bool cow, char *err, size_t errsize) {
+        if (vmf_stale)
+                read_vmflags();
+        size_t lines;
+        char *buf = rt_read_maps(&lines, err, errsize);
+        if (!buf)
+                return -ENOMEM;
         size_t max_regions = 2 * lines + 64;   /* cutting out scratch may split a VMA */
         rt_cap->regions = rt_alloc(RT_ARENA_SCRATCH, max_regions * sizeof(struct rt_region));
         if (!rt_cap->regions)
@@ -413,8 +431,8 @@ int rt_mem_capture(bool cow, char *err, size_t errsize) {
                 char *nl = strchr(line, '\n');
                 if (nl)
                         *nl = 0;
-                struct maps_line m;
-                bool ok = parse_maps_line(line, &m);
+                struct rt_maps_line m;
+                bool ok = rt_parse_maps_line(line, &m);
                 line = nl ? nl + 1 : NULL;
                 if (!ok || !strcmp(m.name, "[vsyscall]"))
                         continue;

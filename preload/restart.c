@@ -14,6 +14,7 @@
 #include "client.h"
 #include "raw-syscall.h"
 #include "rt.h"
+#include "shm.h"
 #include "util.h"
 
 
@@ -143,7 +144,7 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
          * until GO(RST_CONNECT). */
         if (rt_fds_connect(err, sizeof err) < 0)
                 restart_fail("%s", err);
-        if (rt_fds_rst_refill(err, sizeof err) < 0)
+        if (rt_fds_rst_refill(err, sizeof err) < 0 || rt_shared_rst_refill(err, sizeof err) < 0)
                 restart_fail("%s", err);
         rt_rst_done(PROTO_PH_RST_REFILL);
         wait_rst_go(PROTO_PH_RST_REFILL);

@@ -148,6 +148,27 @@ struct rt_region {
         bool image_backed;              /* mapped from an image by a lazy restart */
 };
 
+/* A shared memory object this process maps or holds (shm.c). Its content
+ * is saved in extents: pieces of the object copied during the pause. */
+struct rt_shm_extent {
+        uint64_t off, len;              /* bytes of the object */
+        const uint8_t *data;            /* their copy (scratch) */
+};
+
+struct rt_shm {
+        struct img_shm s;
+        const char *name;
+        struct rt_shm_extent *ext;      /* what this process saves of it (scratch) */
+        uint32_t n_ext;
+        bool leader;
+};
+
+/* A System V semaphore set or message queue saved by this process. */
+struct rt_sysv {
+        struct img_sysv s;
+        const uint8_t *data;            /* s.data_len bytes (scratch) */
+};
+
 struct rt_capture {
         struct img_process proc;
         char exe[PATH_MAX];
@@ -167,6 +188,10 @@ struct rt_capture {
         uint32_t n_children;
         struct rt_pending *pending;     /* process-wide pending signals */
         uint32_t n_pending;
+        struct rt_shm *shms;            /* shared memory objects (state arena) */
+        uint32_t n_shms;
+        struct rt_sysv *sysv;           /* System V objects this process saves */
+        uint32_t n_sysv;
 };
 
 extern struct rt_state rt;

@@ -54,9 +54,10 @@ struct wr_page_region {
 #define PM_GUARD (1ULL << 58)
 
 struct wr_item {
-        uint32_t target;                /* IMG_BT_MEMORY / IMG_BT_FILE */
-        uint32_t index;                 /* region or file */
+        uint32_t target;                /* IMG_BT_MEMORY / IMG_BT_FILE / IMG_BT_SHM */
+        uint32_t index;                 /* region, file or shared memory object */
         uint64_t start, end;
+        const uint8_t *src;             /* IMG_BT_SHM: the bytes of [start, end) */
         bool known;                     /* every page in [start,end) is wanted (from PAGEMAP_SCAN) */
         bool guard;                     /* a guard range: record, never read */
 };
@@ -206,12 +207,13 @@ static void emit_run(struct wr_ctx *w, struct wr_worker *wk, struct wr_slot *s, 
         b.clen = len;
         /* Our own stack changes while we write it: save a copy, so the
          * stored bytes are those the crc was computed over. */
-        if (addr < w->vol_end && addr + len > w->vol_start && s->out && s->out_cap - s->out_used >= len) {
+        bool volatile_bytes = it->target == IMG_BT_MEMORY && addr < w->vol_end && addr + len > w->vol_start;
+        if (volatile_bytes && s->out && s->out_cap - s->out_used >= len) {
                 uint8_t *copy = s->out + s->out_used;
                 memcpy(copy, src, len);
                 s->out_used += ALIGN_UP((size_t) len, 64);
                 src = copy;
-        } else if (addr < w->vol_end && addr + len > w->vol_start) {
+        } else if (volatile_bytes) {
                 s->err = -ENOBUFS;
                 return;
         }
@@ -248,6 +250,21 @@ static void process_item(struct wr_ctx *w, struct wr_worker *wk, const struct wr
                 const struct rt_file *f = &w->req->cap->files[it->index];
                 emit_run(w, wk, s, it, (const uint8_t *) f->content + it->start, it->start,
                          (uint32_t) (it->end - it->start));
+                return;
+        }
+        if (it->target == IMG_BT_SHM) {
+                /* A copy of shared memory: its zero pages are holes. */
+                size_t npages = (size_t) ((it->end - it->start) / PAGE_SZ);
+                for (size_t p = 0; p < npages && !s->err;) {
+                        bool zero = page_is_zero(it->src + p * PAGE_SZ);
+                        size_t q = p + 1;
+                        while (q < npages && page_is_zero(it->src + q * PAGE_SZ) == zero)
+                                q++;
+                        if (!zero)
+                                emit_run(w, wk, s, it, it->src + p * PAGE_SZ, it->start + p * PAGE_SZ,
+                                         (uint32_t) ((q - p) * PAGE_SZ));
+                        p = q;
+                }
                 return;
         }
         const struct rt_region *rg = item_region(w, it);
@@ -333,17 +350,25 @@ static int add_item(struct wr_ctx *w, struct wr_item it) {
         return 0;
 }
 
-/* Cut [start,end) into items that never cross a WINDOW boundary. */
-static int add_range(struct wr_ctx *w, uint32_t target, uint32_t index, uint64_t start, uint64_t end, bool known,
-                     bool guard) {
+/* Cut [start,end) into items that never cross a WINDOW boundary. src: the
+ * bytes of [start, end), if they are not at the address start. */
+static int add_range_src(struct wr_ctx *w, uint32_t target, uint32_t index, uint64_t start, uint64_t end,
+                         const uint8_t *src, bool known, bool guard) {
+        const uint64_t first = start;
         while (start < end) {
                 uint64_t stop = MIN(end, ALIGN_DOWN(start, (uint64_t) WINDOW) + WINDOW);
-                int r = add_item(w, (struct wr_item) { target, index, start, stop, known, guard });
+                int r = add_item(w, (struct wr_item) { target, index, start, stop, src ? src + (start - first) : NULL,
+                                                       known, guard });
                 if (r < 0)
                         return r;
                 start = stop;
         }
         return 0;
+}
+
+static int add_range(struct wr_ctx *w, uint32_t target, uint32_t index, uint64_t start, uint64_t end, bool known,
+                     bool guard) {
+        return add_range_src(w, target, index, start, end, NULL, known, guard);
 }
 
 static bool pagemap_scan_works = true;
@@ -416,7 +441,8 @@ static int build_items(struct wr_ctx *w) {
         const struct rt_capture *cap = w->req->cap;
         for (uint32_t i = 0; i < cap->n_regions; i++) {
                 const struct rt_region *rg = &cap->regions[i];
-                if (rg->r.kind == IMG_RK_VDSO || rg->r.kind == IMG_RK_VVAR || rg->r.kind == IMG_RK_RESERVED)
+                if (rg->r.kind == IMG_RK_VDSO || rg->r.kind == IMG_RK_VVAR || rg->r.kind == IMG_RK_RESERVED ||
+                    rg->r.kind == IMG_RK_SHM)
                         continue;
                 uint64_t end = region_content_end(w->req, rg);
                 bool by_content = rg->copy || (rg->r.flags & IMG_RF_FULL) || rg->r.kind == IMG_RK_FILE_SHARED;
@@ -439,6 +465,13 @@ static int build_items(struct wr_ctx *w) {
                                 return r;
                 }
         }
+        for (uint32_t i = 0; i < cap->n_shms; i++)
+                for (uint32_t k = 0; k < cap->shms[i].n_ext; k++) {
+                        const struct rt_shm_extent *e = &cap->shms[i].ext[k];
+                        int r = add_range_src(w, IMG_BT_SHM, i, e->off, e->off + e->len, e->data, true, false);
+                        if (r < 0)
+                                return r;
+                }
         return 0;
 }
 
@@ -457,7 +490,7 @@ static int put_block(struct wr_ctx *w, const struct wr_out *o) {
                 if (b.enc == IMG_ENC_DEFLATE)
                         w->compressed = true;
         }
-        if (b.target == IMG_BT_MEMORY && (b.enc == IMG_ENC_RAW || b.enc == IMG_ENC_DEFLATE))
+        if (b.target != IMG_BT_FILE && (b.enc == IMG_ENC_RAW || b.enc == IMG_ENC_DEFLATE))
                 w->mem_bytes += b.ulen;
         if (w->n_blocks == w->cap_blocks) {
                 size_t ncap = w->cap_blocks ? w->cap_blocks * 2 : 8192;
@@ -527,6 +560,10 @@ static int build_meta(struct wr_ctx *w, struct meta_buf *m) {
                 need += sizeof(struct img_fd) + cap->fds[i].d.path_len + 24;
         need += w->n_blocks * sizeof(struct img_block) + cap->n_timers * (sizeof(struct img_timer) + 16);
         need += cap->n_children * (sizeof(struct img_child) + 16);
+        for (uint32_t i = 0; i < cap->n_shms; i++)
+                need += sizeof(struct img_shm) + cap->shms[i].s.name_len + 24;
+        for (uint32_t i = 0; i < cap->n_sysv; i++)
+                need += sizeof(struct img_sysv) + cap->sysv[i].s.data_len + 24;
         m->cap = ALIGN_UP(need, PAGE_SZ);
         m->p = rt_map_scratch(m->cap);
         m->len = 0;
@@ -574,6 +611,14 @@ static int build_meta(struct wr_ctx *w, struct meta_buf *m) {
                         return r;
         for (uint32_t i = 0; i < cap->n_children; i++)
                 if ((r = meta_struct_str(m, IMG_R_CHILD, &cap->children[i], sizeof cap->children[i], NULL, 0, NULL, 0)) < 0)
+                        return r;
+        for (uint32_t i = 0; i < cap->n_shms; i++)
+                if ((r = meta_struct_str(m, IMG_R_SHM, &cap->shms[i].s, sizeof cap->shms[i].s, cap->shms[i].name,
+                                         cap->shms[i].s.name_len, NULL, 0)) < 0)
+                        return r;
+        for (uint32_t i = 0; i < cap->n_sysv; i++)
+                if ((r = meta_struct_str(m, IMG_R_SYSV, &cap->sysv[i].s, sizeof cap->sysv[i].s,
+                                         (const char *) cap->sysv[i].data, cap->sysv[i].s.data_len, NULL, 0)) < 0)
                         return r;
         return 0;
 }

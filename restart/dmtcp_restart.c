@@ -38,6 +38,7 @@
 #include "raw-syscall.h"
 #include "restart.h"
 #include "rst-caps.h"
+#include "shared.h"
 #include "util.h"
 
 __attribute__((used, visibility("default"))) const int dmtcp_tool_marker = 1;
@@ -319,6 +320,22 @@ static void inspect(const struct rst_image *im) {
                        pr->r.prot & 4 ? 'x' : '-', img_region_kind_name(pr->r.kind), pr->n_blocks,
                        (unsigned long long) (bytes / 1024), pr->r.file != IMG_NONE ? img->files[pr->r.file].path.s : pr->name.s);
         }
+        for (size_t i = 0; i < img->n_shms; i++) {
+                const struct img_parsed_shm *ps = &img->shms[i];
+                uint64_t bytes = 0;
+                for (uint32_t k = 0; k < ps->n_blocks; k++)
+                        bytes += img->blocks[ps->first_block + k].ulen;
+                printf("  shared memory %zu: %s%s%s, inode %llu, %llu bytes, mode %o%s%s%s; %llu KiB saved here\n", i,
+                       img_shm_kind_name(ps->s.kind), ps->name.len ? " " : "", ps->name.s, (unsigned long long) ps->s.ino,
+                       (unsigned long long) ps->s.size, ps->s.mode, ps->s.flags & IMG_SHMF_LEADER ? ", leader" : "",
+                       ps->s.flags & IMG_SHMF_DELETED ? ", unlinked" : "",
+                       ps->s.flags & IMG_SHMF_RMID ? ", marked for removal" : "", (unsigned long long) (bytes / 1024));
+        }
+        for (size_t i = 0; i < img->n_sysv; i++) {
+                const struct img_sysv *v = &img->sysv[i].s;
+                printf("  System V %s %d: key %#x, mode %o, %u %s\n", v->kind == IMG_SYSV_SEM ? "semaphore set" : "message queue",
+                       v->id, (unsigned) v->key, v->mode, v->count, v->kind == IMG_SYSV_SEM ? "semaphores" : "messages");
+        }
         for (size_t i = 0; i < img->n_fds; i++) {
                 const struct img_fd *d = &img->fds[i].d;
                 printf("  fd %d: %s %s", d->fd, img_fd_kind_name(d->kind), img->fds[i].path.s);
@@ -406,12 +423,18 @@ static _Noreturn void init_main(struct rst_tree *t, int exit_fd) {
                 _exit(fail_rc);
         }
         setenv("DMTCP_RESTART_NEW_PIDNS", "1", 1);
+        char err[1024];
+        if (rst_shared_create(err, sizeof err) < 0) {
+                dprintf(t->status_fd, "E%s\n", err);
+                _exit(fail_rc);
+        }
         pid_t roots[MAX_IMAGES];
         size_t n_roots;
         if (rst_tree_spawn_roots(t, roots, &n_roots) < 0) {
                 dprintf(t->status_fd, "Ecannot create the processes in the new pid namespace: %s\n", strerror(errno));
                 _exit(fail_rc);
         }
+        rst_shared_release(NULL);
         close(t->status_fd);
         install_forwarding(roots, n_roots);
         int st = wait_roots(roots, n_roots);
@@ -445,7 +468,7 @@ static pid_t spawn_in_new_pidns(struct rst_tree *t, int exit_fd) {
                         _exit(fail_rc);
                 }
         }
-        if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0) {
+        if (unshare(CLONE_NEWPID | CLONE_NEWNS | (rst_shared_need_ipc_ns() ? CLONE_NEWIPC : 0)) < 0) {
                 dprintf(t->status_fd, "Ecannot create a pid namespace: %s\n", strerror(errno));
                 _exit(fail_rc);
         }
@@ -664,7 +687,7 @@ int main(int argc, char **argv) {
         }
         struct rst_tree tree = { .ims = ims, .n = n, .o = &o, .status_fd = status_pipe[1] };
         char err[1024] = "";
-        if (rst_tree_plan(&tree, err, sizeof err) < 0)
+        if (rst_tree_plan(&tree, err, sizeof err) < 0 || rst_shared_collect(ims, n, err, sizeof err) < 0)
                 die(fail_rc + 1, "%s", err);
         tree.sync = rst_sync_new();
         if (!tree.sync)
@@ -675,11 +698,21 @@ int main(int argc, char **argv) {
         static pid_t roots[MAX_IMAGES];
         size_t n_roots = 0;
         bool in_ns = !(have_restore_cap() && rst_tree_ids_free(&tree));
+        /* System V objects get their ids back in an IPC namespace of their
+         * own, which only root makes here; others make it in the user
+         * namespace of a new pid namespace. */
+        if (!in_ns && rst_shared_need_ipc_ns() && (geteuid() != 0 || unshare(CLONE_NEWIPC) < 0))
+                in_ns = true;
+        if (!in_ns && rst_shared_create(err, sizeof err) < 0)
+                die(fail_rc, "%s", err);
+        if (!in_ns)
+                trace("shared objects created");
         if (!in_ns && rst_tree_spawn_roots(&tree, roots, &n_roots) < 0) {
                 if (n_roots > 0)
                         die(fail_rc, "cannot create process %u: %m", ims[0].img.hdr.pid);
                 in_ns = true;           /* an id was taken meanwhile */
         }
+        rst_shared_release(NULL);
         if (in_ns) {
                 pid_t helper = spawn_in_new_pidns(&tree, exit_pipe[1]);
                 if (helper < 0)

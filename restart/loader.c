@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/rseq.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -30,6 +31,7 @@
 #include "plan.h"
 #include "raw-syscall.h"
 #include "restart.h"
+#include "shared.h"
 #include "util.h"
 
 #define MAX_UNMAP 8192
@@ -415,9 +417,100 @@ static int open_region_file(const struct img *img, uint32_t file, int flags, int
         return fd;
 }
 
+/* A view of shared memory: the object was made by dmtcp_restart (shared.h).
+ * System V segments are attached beforehand (plan_attaches). */
+static int plan_shm(const struct rst_image *im, const struct img_region *rg, const int *shm_fds, int base_flags,
+                    struct ops_vec *ops, bool *need_protect, char *err, size_t errsize) {
+        const struct rst_shm *o = rst_shared_get(im, rg->shm);
+        uint64_t len = rg->end - rg->start;
+        if (!o) {
+                snprintf(err, errsize, "memory at %llx: its shared memory object is missing", (unsigned long long) rg->start);
+                return -EINVAL;
+        }
+        switch (o->s.kind) {
+        case IMG_SHM_ANON:
+                if (!o->base || rg->pgoff + len > ALIGN_UP(o->s.size, (uint64_t) PAGE_SZ)) {
+                        snprintf(err, errsize, "memory at %llx: its shared anonymous memory was not recreated",
+                                 (unsigned long long) rg->start);
+                        return -EINVAL;
+                }
+                *need_protect = rg->prot != (PROT_READ | PROT_WRITE);
+                return ops_add(ops, (struct plan_op) { .kind = PLAN_DUP, .src = o->base + rg->pgoff, .dst = rg->start,
+                                                       .len = len });
+        case IMG_SHM_SYSV:
+                return 0;
+        default:
+                if (shm_fds[rg->shm] < 0) {
+                        snprintf(err, errsize, "memory at %llx: %s was not recreated", (unsigned long long) rg->start,
+                                 o->name);
+                        return -EINVAL;
+                }
+                return ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_FILE, .dst = rg->start, .len = len,
+                                                       .fd = shm_fds[rg->shm], .off = rg->pgoff, .prot = rg->prot,
+                                                       .flags = (uint32_t) (MAP_SHARED | base_flags) });
+        }
+}
+
+/* System V segments: each attach of one (regions with the same start less
+ * offset) is made again whole, at its address, before any other memory;
+ * what the program had unmapped of it goes again, and each region gets its
+ * protection. The attaches' ranges are kept free of staging (busy). */
+static int plan_attaches(const struct rst_image *im, struct addr_map *busy, struct ops_vec *ops, char *err,
+                         size_t errsize) {
+        const struct img *img = &im->img;
+        for (size_t i = 0; i < img->n_regions; i++) {
+                const struct img_region *rg = &img->regions[i].r;
+                const struct rst_shm *o = rg->kind == IMG_RK_SHM ? rst_shared_get(im, rg->shm) : NULL;
+                if (!o || o->s.kind != IMG_SHM_SYSV || rg->pgoff > rg->start)
+                        continue;
+                uint64_t base = rg->start - rg->pgoff, len = ALIGN_UP(o->s.size, (uint64_t) PAGE_SZ);
+                bool first = true;
+                uint32_t prot = 0;
+                for (size_t k = 0; k < img->n_regions; k++) {
+                        const struct img_region *x = &img->regions[k].r;
+                        if (x->kind != IMG_RK_SHM || x->shm != rg->shm || x->start - x->pgoff != base)
+                                continue;
+                        if (k < i)
+                                first = false;
+                        prot |= x->prot;
+                }
+                if (!first)
+                        continue;       /* this attach is planned already */
+                if (o->shmid < 0) {
+                        snprintf(err, errsize, "System V shared memory %llu was not recreated", (unsigned long long) o->s.ino);
+                        return -EINVAL;
+                }
+                uint32_t aprot = PROT_READ | (prot & PROT_WRITE) | (prot & PROT_EXEC);
+                int r = ops_add(ops, (struct plan_op) { .kind = PLAN_SHMAT, .fd = o->shmid, .dst = base, .len = len,
+                                                        .flags = (prot & PROT_WRITE ? 0 : SHM_RDONLY) |
+                                                                 (prot & PROT_EXEC ? SHM_EXEC : 0) });
+                if (r == 0)
+                        r = addr_add(busy, base, base + len);
+                uint64_t pos = base;
+                for (size_t k = 0; r == 0 && k < img->n_regions; k++) {
+                        const struct img_region *x = &img->regions[k].r;
+                        if (x->kind != IMG_RK_SHM || x->shm != rg->shm || x->start - x->pgoff != base)
+                                continue;
+                        if (x->start > pos)
+                                r = ops_add(ops, (struct plan_op) { .kind = PLAN_UNMAP, .src = pos, .len = x->start - pos });
+                        if (r == 0 && x->prot != aprot)
+                                r = ops_add(ops, (struct plan_op) { .kind = PLAN_PROTECT, .dst = x->start,
+                                                                    .len = x->end - x->start, .prot = x->prot });
+                        pos = x->end;
+                }
+                if (r == 0 && pos < base + len)
+                        r = ops_add(ops, (struct plan_op) { .kind = PLAN_UNMAP, .src = pos, .len = base + len - pos });
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 /* The plan's memory steps for one region. */
-static int plan_region(const struct img *img, size_t ri, uint64_t staging, const struct lazy_plan *lp, int image_fd,
-                       int *fds, struct ops_vec *ops, char *err, size_t errsize) {
+static int plan_region(const struct rst_image *im, size_t ri, uint64_t staging, const struct lazy_plan *lp, int *fds,
+                       const int *shm_fds, struct ops_vec *ops, char *err, size_t errsize) {
+        const struct img *img = &im->img;
+        int image_fd = im->fd;
         const struct img_parsed_region *pr = &img->regions[ri];
         const struct img_region *rg = &pr->r;
         uint64_t len = rg->end - rg->start;
@@ -443,6 +536,10 @@ static int plan_region(const struct img *img, size_t ri, uint64_t staging, const
         case IMG_RK_RESERVED:
                 return ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_ANON, .dst = rg->start, .len = len,
                                                        .prot = rg->prot, .flags = MAP_PRIVATE | MAP_NORESERVE });
+        case IMG_RK_SHM:
+                if ((r = plan_shm(im, rg, shm_fds, base_flags, ops, &need_protect, err, errsize)) < 0)
+                        return r;
+                break;
         case IMG_RK_ANON_SHARED:
                 if ((r = ops_add(ops, (struct plan_op) { .kind = PLAN_MAP_ANON, .dst = rg->start, .len = len,
                                                          .prot = rg->prot | (has_data ? PROT_WRITE : 0),
@@ -539,6 +636,9 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
         for (size_t i = 0; i < img->n_regions; i++)
                 addr_add(&busy, img->regions[i].r.start, img->regions[i].r.end);
         addr_add(&busy, 0, 1ull << 20);
+        struct ops_vec ops = { 0 };
+        if ((r = plan_attaches(im, &busy, &ops, err, errsize)) < 0)
+                return r;
 
         struct lazy_plan lazy = { 0 };
         if (o->lazy && (r = lazy_choose(im, &lazy)) < 0)
@@ -577,10 +677,29 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
                 return -ENOMEM;
         for (size_t i = 0; i < img->n_files; i++)
                 fds[i] = -1;
-        struct ops_vec ops = { 0 };
+        /* Our descriptors of shared memory objects, above the program's: the
+         * runtime reopens its descriptors of them from these. */
+        int max_fd = 2;
+        for (size_t i = 0; i < img->n_fds; i++)
+                max_fd = MAX(max_fd, img->fds[i].d.fd);
+        int *shm_fds = malloc((img->n_shms + 1) * sizeof *shm_fds);
+        if (!shm_fds)
+                return -ENOMEM;
+        for (size_t i = 0; i < img->n_shms; i++) {
+                const struct rst_shm *sh = rst_shared_get(im, (uint32_t) i);
+                shm_fds[i] = sh && sh->fd >= 0 ? fcntl(sh->fd, F_DUPFD_CLOEXEC, max_fd + 1) : -1;
+        }
         for (size_t i = 0; i < img->n_regions; i++)
-                if ((r = plan_region(img, i, staging[i], &lazy, im->fd, fds, &ops, err, errsize)) < 0)
+                if ((r = plan_region(im, i, staging[i], &lazy, fds, shm_fds, &ops, err, errsize)) < 0)
                         return r;
+        /* The anonymous objects we inherited: their views are made, they go. */
+        for (size_t i = 0; i < img->n_shms; i++) {
+                const struct rst_shm *sh = rst_shared_get(im, (uint32_t) i);
+                if (sh && sh->base &&
+                    (r = ops_add(&ops, (struct plan_op) { .kind = PLAN_UNMAP, .src = sh->base,
+                                                          .len = ALIGN_UP(sh->s.size, (uint64_t) PAGE_SZ) })) < 0)
+                        return r;
+        }
         for (size_t i = 0; i < img->n_files; i++)
                 if (fds[i] >= 0 && (r = ops_add(&ops, (struct plan_op) { .kind = PLAN_CLOSE, .fd = fds[i] })) < 0)
                         return r;
@@ -717,9 +836,15 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
         const char *secret = getenv("DMTCP_SECRET");
         if (secret)
                 strscpy(in->secret, secret, sizeof in->secret);
-        int max_fd = 2;
-        for (size_t i = 0; i < img->n_fds; i++)
-                max_fd = MAX(max_fd, img->fds[i].d.fd);
+        for (size_t i = 0; i < img->n_shms; i++) {
+                if (shm_fds[i] < 0)
+                        continue;
+                if (in->n_file_fds >= RST_MAX_FILE_FDS) {
+                        snprintf(err, errsize, "too many shared memory objects");
+                        return -E2BIG;
+                }
+                in->file_fds[in->n_file_fds++] = (struct rst_file_fd) { RST_FILE_SHM | (uint32_t) i, shm_fds[i] };
+        }
         if ((r = recreate_deleted(im, in, max_fd + 1, err, errsize)) < 0)
                 return r;
         if (!lazy.n_runs)
@@ -744,7 +869,7 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
                 char *e;
                 uint64_t s = strtoull(line, &e, 16), en = *e == '-' ? strtoull(e + 1, NULL, 16) : 0;
                 bool keep = strstr(line, "[vdso]") || strstr(line, "[vvar") || strstr(line, "[vsyscall]") ||
-                            (s >= boot && en <= boot + boot_len);
+                            (s >= boot && en <= boot + boot_len) || rst_shared_is_base(s, en);
                 for (size_t i = 0; i < img->n_regions && !keep; i++)
                         keep = staging[i] && s >= staging[i] && en <= staging[i] + (img->regions[i].r.end - img->regions[i].r.start);
                 if (!keep && en > s)

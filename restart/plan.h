@@ -22,6 +22,8 @@ enum plan_op_kind {
         PLAN_UNMAP,             /* munmap src (staging no longer needed) */
         PLAN_CLOSE,             /* close fd */
         PLAN_MAP_OVER,          /* mmap fd at dst over what is there (MAP_FIXED): --lazy */
+        PLAN_DUP,               /* mremap(src, 0, len) to dst: another view of shared memory */
+        PLAN_SHMAT,             /* shmat(fd = the System V id, dst, flags) */
 };
 
 struct plan_op {

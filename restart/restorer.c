@@ -213,6 +213,17 @@ static void run_op(const struct plan *p, const struct plan_op *op) {
         case PLAN_CLOSE:
                 raw_syscall1(SYS_close, op->fd);
                 break;
+        case PLAN_DUP:
+                r = raw_syscall5(SYS_mremap, (long) op->src, 0, (long) op->len, MREMAP_MAYMOVE | MREMAP_FIXED,
+                                 (long) op->dst);
+                check(p, r, "cannot map shared memory", op->dst);
+                break;
+        case PLAN_SHMAT:
+                r = raw_syscall3(SYS_shmat, op->fd, (long) op->dst, op->flags);
+                check(p, r, "cannot attach System V shared memory", op->dst);
+                if ((uint64_t) r != op->dst)
+                        die(p, "System V shared memory attached at the wrong place", op->dst, -1);
+                break;
         default:
                 die(p, "unknown plan step", op->kind, -1);
         }

@@ -1,6 +1,7 @@
 /* Recreating the processes of a computation with their shape: original
  * pids (clone3 set_tid), parent and child, sessions, process groups, and
- * children that had exited but were not reaped (zombies).
+ * children that had exited but were not reaped (zombies), and the shared
+ * memory each inherits from dmtcp_restart (shared-mem.c).
  *
  * Each process, while still a copy of dmtcp_restart, creates its own
  * children first (so they are its children again), then all meet at
@@ -22,6 +23,7 @@
 
 #include "raw-syscall.h"
 #include "restart.h"
+#include "shared.h"
 #include "util.h"
 
 #define BARRIER_TIMEOUT_USEC (60ULL * 1000000ULL)
@@ -192,6 +194,8 @@ static _Noreturn void proc_main(struct rst_tree *t, size_t i) {
         }
         for (size_t k = 0; k < im->img.n_children; k++)
                 make_zombie(t, &im->img.children[k]);
+        /* Our children have the shared memory they need: keep ours only. */
+        rst_shared_release(im);
         barrier(t, &t->sync->created, "create");
         barrier(t, &t->sync->sessions, "session");
 

@@ -606,7 +606,7 @@ class Spec:
         self.launch_args = launch_args
         self.restart_args = restart_args
         self.before_checkpoint = before_checkpoint or (lambda t: None)
-        self.before_restart = before_restart or (lambda t: None)
+        self.before_restart = before_restart or (lambda t, round_: None)
         self.after_restart = after_restart or (lambda t: None)
         self.after_verify = after_verify or (lambda t: None)
         self.inherit_pipe = inherit_pipe
@@ -629,6 +629,44 @@ def set_frozen(t, on):
 def thaw_and_run(t):
     set_frozen(t, False)
     t.progress(100)
+
+
+def ipc_objects(t):
+    """What the program said to remove if it dies (zdtmtst.h
+    test_cleanup_note): (kind, name) pairs."""
+    out = []
+    for line in read_text(t.path("cleanup")).splitlines():
+        kind, _, what = line.partition(" ")
+        out.append((kind, what))
+    return out
+
+
+def remove_shm_objects(t, round_=1):
+    """As a reboot would: the program's files in /dev/shm are gone."""
+    for kind, what in ipc_objects(t):
+        if kind == "shm" and what.startswith("/dev/shm/") and "/" not in what[len("/dev/shm/"):]:
+            try:
+                os.unlink(what)
+                log("%s: removed %s" % (t.name, what))
+            except FileNotFoundError:
+                pass
+
+
+def remove_ipc_objects(t):
+    """The program's named and System V objects in our namespace: those of
+    the launched process outlive it (a restarted one's System V objects are
+    in a namespace of its own)."""
+    remove_shm_objects(t)
+    for kind, what in ipc_objects(t):
+        if kind == "mq":
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.mq_unlink(what.encode())
+            except (OSError, AttributeError):
+                pass
+        elif kind in ("sem", "msg", "shmid"):
+            flag = {"sem": "-s", "msg": "-q", "shmid": "-m"}[kind]
+            subprocess.run(["ipcrm", flag, what], capture_output=True)
 
 
 def check_inherited(t):
@@ -667,7 +705,7 @@ def check_in_flight(t, kind, least):
     log("%s: %.1f MiB in flight on %s sockets at the checkpoint" % (t.name, total / 1048576.0, kind))
 
 
-def remove_older_generations(t):
+def remove_older_generations(t, round_=None):
     """Delete every generation but the newest: the images a lazy restart
     mapped memory from must not be needed by later checkpoints."""
     latest = os.path.realpath(os.path.join(t.ckpt, "latest"))
@@ -803,6 +841,28 @@ SPECS = {
     # A shell pipeline: a forked subshell, an exec'd cat and a Python
     # consumer, the pipes between them full at every checkpoint.
     "pipeline": lambda t: Spec(script(t, "/bin/bash", "pipeline.sh"), progress=20),
+    # Parent and child sharing MAP_SHARED anonymous memory under a
+    # process-shared mutex; each must see the other's writes after a restart.
+    "shm_anon": lambda t: Spec(program(t, "shm_anon"), progress=100),
+    "shm_anon_nocow": lambda t: Spec(program(t, "shm_anon"), progress=100, launch_args=["--no-cow-checkpoint"]),
+    # A memfd shared by two processes through mappings and descriptions.
+    "shm_memfd": lambda t: Spec(program(t, "shm_memfd"), progress=100),
+    # POSIX shared memory between two processes (a named object, a named
+    # semaphore, an unlinked object); the objects are removed before the
+    # first restart, as a reboot would.
+    "shm_posix": lambda t: Spec(program(t, "shm_posix"), progress=100,
+                                before_restart=lambda t, r: remove_shm_objects(t) if r == 1 else None),
+    # A System V semaphore set (one semaphore held with SEM_UNDO), message
+    # queue and segments (one marked for removal) between two processes.
+    "sysv_ipc": lambda t: Spec(program(t, "sysv_ipc"), progress=100),
+    # POSIX message queues: one streaming between two processes with
+    # messages of four priorities queued at every checkpoint, one left full,
+    # one unlinked.
+    "mqueue": lambda t: Spec(program(t, "mqueue"), progress=100),
+    # fcntl, flock and OFD locks held by a parent and its child across
+    # checkpoints, each checking every step that it cannot take the other's;
+    # a second child waits for two of the parent's locks throughout.
+    "locks": lambda t: Spec(program(t, "locks"), progress=100),
     # Unix socket pairs (stream, seqpacket, datagram) between a parent and
     # its child and in one process, with bytes and datagrams in flight.
     "sockpair": lambda t: Spec(program(t, "sockpair"), progress=100),
@@ -843,7 +903,7 @@ def cycle(t, spec):
         t.checkpoint()
         t.progress(spec.progress)
         t.kill_program()
-        spec.before_restart(t)
+        spec.before_restart(t, round_)
         t.restart(spec.restart_args)
         t.progress(spec.progress, fresh=True)
         spec.after_restart(t)
@@ -875,6 +935,7 @@ def run_test(env, name):
         if t.coord:
             t.coord.proc.kill()
         t.stop_all()
+        remove_ipc_objects(t)
     known = {p.pid for p in t.procs}
     left = leftovers(known)
     if left:
@@ -1030,26 +1091,43 @@ def flow_unsupported_sock(t):
     t.verify()
 
 
+def abort_then_rounds(t, args, refused, trigger, ack, what):
+    """A checkpoint of program args refused (its output matches refused),
+    with the program going on; then the driver writes the file trigger, the
+    program answers with the file ack once it is rid of what (the cause),
+    and the usual rounds follow."""
+    t.new_coordinator()
+    t.launch(program(t, *args))
+    t.progress(50)
+    out = t.checkpoint(expect_rc=1)
+    check(re.search(refused, out), "the checkpoint did not fail on %s: %s" % (what, out.strip()))
+    log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
+    t.progress(200)
+    with open(t.path(trigger), "w"):
+        pass
+    wait_until(lambda: os.path.exists(t.path(ack)) or t.prog.poll() is not None, 30,
+               "the program to be rid of %s" % what)
+    t.expect_running("once rid of %s" % what)
+    rounds(t, 2, progress=100)
+    t.verify()
+
+
+@special
+def flow_mqueue_abort(t):
+    """A checkpoint that fails (a lease) after the messages of the queues
+    were taken out to be saved: every message must be back, in its order,
+    and the program, checking each, goes on. Then the usual rounds."""
+    abort_then_rounds(t, ("mqueue", "--abort"), r"fd \d+ \(\S+/lease\) holds a lease", "drop-lease", "lease-dropped",
+                      "its lease")
+
+
 @special
 def flow_tcp_abort(t):
     """A checkpoint that fails after the TCP drain read megabytes out of the
     connection (a Unix pair with a descriptor in flight, drained later, makes
     it fail): both ends must put them all back, and the program, checking
     every byte, goes on. Then the usual rounds."""
-    t.new_coordinator()
-    t.launch(program(t, "tcp", "--abort"))
-    t.progress(50)
-    out = t.checkpoint(expect_rc=1)
-    check("fd 61" in out and "SCM_RIGHTS" in out, "the checkpoint did not fail on fd 61: %s" % out.strip())
-    log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
-    t.progress(200)
-    with open(t.path("take-fd"), "w"):
-        pass
-    wait_until(lambda: os.path.exists(t.path("fd-taken")) or t.prog.poll() is not None, 30,
-               "the program to take the descriptor")
-    t.expect_running("after taking the descriptor")
-    rounds(t, 2, progress=100)
-    t.verify()
+    abort_then_rounds(t, ("tcp", "--abort"), r"fd 61\b.*SCM_RIGHTS", "take-fd", "fd-taken", "fd 61")
 
 
 class NetnsHosts:
@@ -1372,6 +1450,36 @@ def expect_refusal(t, name, target, rc_want, pattern, names, extra=()):
         return "%s (%s; stderr: %s)" % (name, ", ".join(problems), err or "(empty)")
     log("%s: %s: refused as expected: %s" % (t.name, name, err))
     return None
+
+
+@special
+def flow_locks_conflict(t):
+    """A lock the program held at the checkpoint is taken by a process
+    outside the computation before the restart: the restart fails (exit
+    99) naming the descriptor, the file and the lock, and leaves nothing
+    behind; once the lock is free the restart works and the program
+    passes."""
+    import fcntl
+    t.new_coordinator()
+    t.launch(program(t, "locks"))
+    t.progress(20)
+    t.checkpoint()
+    t.kill_program()
+    with open(t.path("a"), "r+b") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 100, 0)
+        t.new_coordinator()
+        t.n_restart += 1
+        p = Proc(t, "restart%d" % t.n_restart, [t.env.restart, "-j", "-h", "127.0.0.1", "-p", str(t.coord.port), t.ckpt])
+        rc = p.wait(60)
+        err = p.stderr()
+        check(rc == FAIL_RC, "dmtcp_restart exited %d with the program's lock taken, expected %d: %s" %
+              (rc, FAIL_RC, err.strip()))
+        check(re.search(r"fd \d+ \(\S+/work/a\): cannot take its fcntl write lock on bytes 0-99 again", err),
+              "the failed restart does not name the lock: %s" % err.strip())
+        log("%s: restart refused as expected: %s" % (t.name, err.strip().splitlines()[-1]))
+    t.restart()
+    t.progress(50, fresh=True)
+    t.verify()
 
 
 @special

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -194,6 +195,94 @@ _Noreturn void fail_errno(const char *fmt, ...) {
         vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
         fail("%s: %s", msg, strerror(e));
+}
+
+pid_t test_fork(void (*child)(void)) {
+        pid_t pid = fork();
+        if (pid < 0)
+                fail_errno("fork");
+        if (pid == 0) {
+                child();
+                fail("the child returned");
+        }
+        return pid;
+}
+
+_Noreturn void test_child_failed(pid_t child, const char *what) {
+        int st;
+        pid_t w = waitpid(child, &st, WNOHANG);
+        char buf[512] = "";
+        int fd = open(TEST_RESULT_FILE, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                ssize_t k = read(fd, buf, sizeof buf - 1);
+                buf[k > 0 ? k : 0] = 0;
+                close(fd);
+        }
+        buf[strcspn(buf, "\n")] = 0;
+        fail("%s (child %s; its result: %s)", what, w > 0 ? "ended" : "still there", buf[0] ? buf : "none");
+}
+
+static int64_t mono_ms(void) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (int64_t) t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void test_await(volatile uint64_t *value, uint64_t want, pid_t child, unsigned timeout_ms, const char *what) {
+        int64_t t0 = mono_ms();
+        while (*value != want) {
+                if (waitpid(child, NULL, WNOHANG) == child)
+                        test_child_failed(child, "the child ended");
+                if (mono_ms() - t0 > timeout_ms)
+                        test_child_failed(child, what);
+                test_msleep(1);
+        }
+}
+
+void test_reap(pid_t child) {
+        int st;
+        pid_t w;
+        while ((w = waitpid(child, &st, 0)) < 0 && errno == EINTR)
+                ;
+        if (w != child)
+                fail_errno("waitpid");
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                test_child_failed(child, "the child failed");
+}
+
+void test_cleanup_note(const char *fmt, ...) {
+        char line[300];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof line, fmt, ap);
+        va_end(ap);
+        int fd = open("cleanup", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0)
+                fail_errno("open cleanup");
+        dprintf(fd, "%s\n", line);
+        close(fd);
+}
+
+void test_count(struct test_counter *c, int me, uint64_t *mine, const char *who) {
+        check(c->count[me] == *mine, "%s: its shared count is %llu, it made %llu increments", who,
+              (unsigned long long) c->count[me], (unsigned long long) *mine);
+        check(c->counter == c->count[0] + c->count[1], "%s: counter %llu != %llu + %llu", who,
+              (unsigned long long) c->counter, (unsigned long long) c->count[0], (unsigned long long) c->count[1]);
+        c->counter++;
+        c->count[me]++;
+        (*mine)++;
+}
+
+void test_ping(struct test_pingpong *p, pid_t child, const char *what) {
+        uint64_t token = p->ping + 1;
+        p->ping = token;
+        test_await(&p->pong, token, child, 20000, what);
+}
+
+void test_pong(struct test_pingpong *p) {
+        uint64_t v = p->ping;
+        if (v != p->pong)
+                p->pong = v;
 }
 
 /* One byte with a descriptor (SCM_RIGHTS) over a Unix socket, and back. */

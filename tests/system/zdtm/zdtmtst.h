@@ -41,6 +41,36 @@ void test_write_file(const char *path, const char *text);
 /* Sleep ms milliseconds, resuming after EINTR (a checkpoint, a signal). */
 void test_msleep(unsigned ms);
 
+/* A parent and its child (the tests of memory and objects shared between
+ * processes): fail naming what the child left in "result" (a child reports
+ * with fail() like the parent); wait for a value the child writes into
+ * shared memory, failing if the child ends or it does not come within
+ * timeout_ms; wait for the child's end, failing unless it exited 0. */
+pid_t test_fork(void (*child)(void));     /* child must not return */
+_Noreturn void test_child_failed(pid_t child, const char *what);
+void test_await(volatile uint64_t *value, uint64_t want, pid_t child, unsigned timeout_ms, const char *what);
+void test_reap(pid_t child);
+/* A counter parent (me 0) and child (me 1) advance in shared memory under
+ * a lock of the test's, each also counting its own increments in private
+ * memory (*mine): the counter must always be the sum of the two shared
+ * counts, and each shared count its owner's private one. */
+struct test_counter {
+        uint64_t counter;
+        uint64_t count[2];
+};
+void test_count(struct test_counter *c, int me, uint64_t *mine, const char *who);
+/* A token the parent sends and the child echoes through shared memory:
+ * test_ping fails if the child ends or does not answer within 20 s. */
+struct test_pingpong {
+        volatile uint64_t ping, pong;
+};
+void test_ping(struct test_pingpong *p, pid_t child, const char *what);
+void test_pong(struct test_pingpong *p);
+/* Tell the driver what to remove if the test dies: a line "shm NAME",
+ * "mq NAME", "sem ID", "msg ID" or "shmid ID" in the file "cleanup".
+ * Before test_ready() only. */
+void test_cleanup_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* The pid recorded by test_init: a restored process must have the same. */
 extern pid_t test_pid;
 extern const char *test_name;
