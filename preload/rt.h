@@ -129,6 +129,7 @@ struct rt_fd {
         pid_t leader_pid;
         uint8_t *data;                  /* drained bytes (state arena) */
         size_t data_len;
+        void *kstate;                   /* a kind's own saved state (state arena) */
         bool restored;                  /* restart: in place */
 };
 
