@@ -220,6 +220,14 @@ enum img_fd_kind {
         IMG_FD_CHARDEV,                    /* /dev/null, /dev/zero, /dev/urandom, ... */
         IMG_FD_TTY,                        /* a terminal opened by the program */
         IMG_FD_PIPE,                       /* one end of a pipe */
+        IMG_FD_EVENTFD,                    /* offset: counter; aux: EFD_SEMAPHORE */
+        IMG_FD_SIGNALFD,                   /* size: signal mask */
+        IMG_FD_TIMERFD,                    /* offset: ns left, size: unread expirations, rdev: clock */
+        IMG_FD_INOTIFY,                    /* size: watches */
+        IMG_FD_EPOLL,                      /* size: watched descriptors */
+        IMG_FD_FIFO,                       /* a named pipe; size: bytes buffered (saved by one description) */
+        IMG_FD_PTY_MASTER,                 /* offset: the pty's number */
+        IMG_FD_PTY_SLAVE,                  /* offset: the pty's number */
         _IMG_FD_MAX,
 };
 

@@ -32,8 +32,16 @@ static const struct rt_fd_ops *const kinds[] = {
         &rt_fd_regular_ops,
         &rt_fd_directory_ops,
         &rt_fd_chardev_ops,
+        &rt_fd_ptmx_ops,
+        &rt_fd_pts_ops,                 /* before tty: a pty slave whose master we have */
         &rt_fd_tty_ops,
         &rt_fd_pipe_ops,
+        &rt_fd_fifo_ops,
+        &rt_fd_eventfd_ops,
+        &rt_fd_signalfd_ops,
+        &rt_fd_timerfd_ops,
+        &rt_fd_inotify_ops,
+        &rt_fd_epoll_ops,
 };
 
 static int private_fds[RST_MAX_FILE_FDS + 16];

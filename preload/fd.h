@@ -51,7 +51,8 @@ struct rt_fd_ops {
 };
 
 extern const struct rt_fd_ops rt_fd_external_ops, rt_fd_regular_ops, rt_fd_directory_ops,
-        rt_fd_chardev_ops, rt_fd_tty_ops, rt_fd_pipe_ops;
+        rt_fd_chardev_ops, rt_fd_tty_ops, rt_fd_pipe_ops, rt_fd_eventfd_ops, rt_fd_signalfd_ops,
+        rt_fd_timerfd_ops, rt_fd_inotify_ops, rt_fd_epoll_ops, rt_fd_fifo_ops, rt_fd_ptmx_ops, rt_fd_pts_ops;
 
 /* Helpers shared by kinds. */
 char *rt_strdup_state(const char *s);
@@ -78,4 +79,5 @@ int rt_mailbox_run(char *err, size_t errsize);
 enum rt_mailbox_type {
         RT_MB_DESC = 1,                 /* what = the leader's descriptor number */
         RT_MB_PIPE_WRITE,               /* what = the pipe's inode: its write end */
+        RT_MB_PTY_SLAVE,                /* what = the pty's number at the checkpoint: its slave */
 };
