@@ -664,6 +664,16 @@ SPECS = {
     # A shell pipeline: a forked subshell, an exec'd cat and a Python
     # consumer, the pipes between them full at every checkpoint.
     "pipeline": lambda t: Spec(script(t, "/bin/bash", "pipeline.sh"), progress=20),
+    # An epoll loop over a timerfd, eventfds, a signalfd and a pipe, shared
+    # with a child that feeds it; a heartbeat per timer expiration (20 ms).
+    "evloop": lambda t: Spec(program(t, "evloop"), progress=40),
+    # inotify watching a directory the program writes to.
+    "inotify": lambda t: Spec(program(t, "inotify"), progress=50),
+    # A FIFO between two processes, opened separately, bytes in flight.
+    "fifo": lambda t: Spec(program(t, "fifo"), progress=100),
+    # A program in a pty it opened: parent on the master, a session
+    # leader child with the slave as its controlling terminal.
+    "pty": lambda t: Spec(program(t, "pty"), progress=50),
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
 }
