@@ -26,7 +26,10 @@
  * slave in RST_CONNECT and opens a description of its own on it in
  * RST_REFILL, with its old flags. A session leader whose controlling
  * terminal it was takes it again (TIOCSCTTY) and gives the terminal its
- * foreground process group (TIOCSPGRP). A slave whose master is not in the
+ * foreground process group (TIOCSPGRP). /dev/tty open in a process whose
+ * controlling terminal is such a slave is opened again once the session
+ * leader has its terminal back (or, in a process that has none after the
+ * restart, is the slave itself). A slave whose master is not in the
  * computation is the terminal of the outside world: it is restored as
  * fd-dev.c restores a terminal (on the restarting command's terminal).
  *
@@ -428,19 +431,15 @@ const struct rt_fd_ops rt_fd_ptmx_ops = {
 
 /* --- slave ------------------------------------------------------------------- */
 
-static bool pts_match(const struct rt_fd_probe *p) {
-        return S_ISCHR(p->st.st_mode) && is_pts(p->st.st_rdev);
+#define PTS_DEVTTY 1u                   /* img_fd.aux: /dev/tty, our controlling pty slave */
+
+static bool is_devtty(dev_t rdev) {
+        return major(rdev) == 5 && minor(rdev) == 0;
 }
 
-static int pts_publish(struct rt_fd *f, char *err, size_t errsize) {
-        if (evfd_note_dup(f))
-                return 0;
-        char key[PROTO_KEY_MAX + 1];
-        pty_key(key, sizeof key, pts_index(f->d.rdev), true);
-        int r = rt_kv_put(key, "1", 2);
-        if (r < 0)
-                snprintf(err, errsize, "fd %d (pty slave): cannot publish it: %s", f->d.fd, strerror(-r));
-        return r;
+/* /dev/tty too: when our controlling terminal is a pty of ours, it is that. */
+static bool pts_match(const struct rt_fd_probe *p) {
+        return S_ISCHR(p->st.st_mode) && (is_pts(p->st.st_rdev) || is_devtty(p->st.st_rdev));
 }
 
 /* Our controlling terminal (/proc/self/stat tty_nr), 0 if none. */
@@ -448,6 +447,25 @@ static dev_t ctty_of_self(void) {
         int64_t v = evfd_stat_field(0, 7);
         uint64_t nr = v < 0 ? 0 : (uint64_t) v;
         return makedev((unsigned) ((nr >> 8) & 0xfff), (unsigned) ((nr & 0xff) | ((nr >> 12) & 0xfff00)));
+}
+
+/* The number of the pty a slave (or /dev/tty) is, -1 if it is no pty. */
+static int pts_number(dev_t rdev) {
+        if (is_devtty(rdev))
+                rdev = ctty_of_self();
+        return is_pts(rdev) ? (int) pts_index(rdev) : -1;
+}
+
+static int pts_publish(struct rt_fd *f, char *err, size_t errsize) {
+        int index = pts_number(f->d.rdev);
+        if (evfd_note_dup(f) || index < 0)
+                return 0;
+        char key[PROTO_KEY_MAX + 1];
+        pty_key(key, sizeof key, (uint32_t) index, true);
+        int r = rt_kv_put(key, "1", 2);
+        if (r < 0)
+                snprintf(err, errsize, "fd %d (pty slave): cannot publish it: %s", f->d.fd, strerror(-r));
+        return r;
 }
 
 static const struct rt_fd *fd_entry(int fd) {
@@ -462,8 +480,10 @@ static int pts_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, siz
         if (!s)
                 return -ENOMEM;
         memset(s, 0, sizeof *s);
-        s->index = pts_index(p->st.st_rdev);
+        int index = pts_number(p->st.st_rdev);
+        s->index = index < 0 ? 0 : (uint32_t) index;
         f->d.offset = s->index;
+        f->d.aux |= is_devtty(p->st.st_rdev) ? PTS_DEVTTY : 0;
         f->kstate = s;
         if (f->d.aux & EVFD_AUX_DUP) {
                 const struct rt_fd *o = fd_entry(f->d.leader_fd);
@@ -477,7 +497,7 @@ static int pts_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, siz
         char key[PROTO_KEY_MAX + 1];
         size_t len;
         pty_key(key, sizeof key, s->index, false);
-        int r = rt_kv_get(key, f->d.leader, sizeof f->d.leader - 1, &len);
+        int r = index < 0 ? -ENOENT : rt_kv_get(key, f->d.leader, sizeof f->d.leader - 1, &len);
         if (r == -ENOENT) {
                 /* The master is not ours: the outside world's terminal. */
                 f->d.kind = IMG_FD_TTY;
@@ -491,7 +511,7 @@ static int pts_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, siz
                 return r;
         }
         f->d.leader[len] = 0;
-        s->ctty = getsid(0) == rt.pid && ctty_of_self() == p->st.st_rdev;
+        s->ctty = getsid(0) == rt.pid && (is_devtty(p->st.st_rdev) || ctty_of_self() == p->st.st_rdev);
         if (s->ctty && raw_syscall3(SYS_ioctl, p->fd, TIOCGPGRP, (long) &s->fg_pgrp) < 0)
                 s->fg_pgrp = 0;
         return 0;
@@ -539,24 +559,43 @@ static void take_ctty(const struct rt_fd *f, const struct pts_state *s) {
                         (int) s->fg_pgrp);
 }
 
+/* /dev/tty again, now that our session has its terminal back; without
+ * one (not the session leader), the slave itself. */
+static void reopen_devtty(struct rt_fd *f) {
+        uint32_t flags = (f->d.flags & (O_ACCMODE | O_APPEND | O_ASYNC | O_NONBLOCK)) | O_CLOEXEC;
+        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) "/dev/tty", flags, 0);
+        if (fd >= 0 && rt_fd_install(fd, f->d.fd, (int) f->d.fdflags) == 0)
+                return;
+        rt_info("fd %d was /dev/tty: this process has no controlling terminal after the restart (only the session "
+                "leader has), so it is the pty slave itself", f->d.fd);
+        reopen_own(f);
+}
+
 int evfd_pty_settle(char *err, size_t errsize) {
-        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
-                struct rt_fd *f = &rt_cap->fds[i];
-                struct pts_state *s = f->kstate;
-                if (f->d.kind != IMG_FD_PTY_SLAVE || !s || s->settled)
-                        continue;
-                s->settled = true;
-                if (f->d.aux & EVFD_AUX_DUP) {
-                        int r = evfd_restore_dup(f, err, errsize);
-                        if (r < 0)
-                                return r;
-                        f->restored = true;
-                        continue;
+        /* The slaves, the session's terminal taken with them; then /dev/tty,
+         * which needs it; then duplicates of either. */
+        for (int pass = 0; pass < 3; pass++)
+                for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                        struct rt_fd *f = &rt_cap->fds[i];
+                        struct pts_state *s = f->kstate;
+                        int want = (f->d.aux & EVFD_AUX_DUP) ? 2 : (f->d.aux & PTS_DEVTTY) ? 1 : 0;
+                        if (f->d.kind != IMG_FD_PTY_SLAVE || !s || s->settled || want != pass)
+                                continue;
+                        s->settled = true;
+                        if (pass == 2) {
+                                int r = evfd_restore_dup(f, err, errsize);
+                                if (r < 0)
+                                        return r;
+                                f->restored = true;
+                                continue;
+                        }
+                        if (pass == 0)
+                                reopen_own(f);
+                        if (s->ctty)
+                                take_ctty(f, s);
+                        if (pass == 1)
+                                reopen_devtty(f);
                 }
-                reopen_own(f);
-                if (s->ctty)
-                        take_ctty(f, s);
-        }
         return 0;
 }
 

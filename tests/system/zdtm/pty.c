@@ -10,8 +10,9 @@
  *                terminal, its own terminal modes (VERASE ^H, VKILL ^U,
  *                IUTF8, ...) and the window size the parent set (33x101);
  *                every step it checks that the slave is still its
- *                controlling terminal (TIOCGSID), that the foreground group
- *                is the grandchild's, and the modes and window size
+ *                controlling terminal (TIOCGSID), and so is the /dev/tty it
+ *                keeps open, that the foreground group is the
+ *                grandchild's, and the modes and window size
  *   grandchild   in its own process group, the terminal's foreground:
  *                reads each line (canonical mode) and answers "ok N"
  *
@@ -102,6 +103,9 @@ static _Noreturn void child(const char *name) {
         setpgid(g, g);
         if (tcsetpgrp(s, g) < 0)
                 fail_errno("child: tcsetpgrp");
+        int tty = open("/dev/tty", O_RDWR | O_CLOEXEC);
+        if (tty < 0)
+                fail_errno("child: open /dev/tty");
         for (;;) {
                 pid_t sid = -1;
                 struct winsize ws;
@@ -111,6 +115,10 @@ static _Noreturn void child(const char *name) {
                         exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128);
                 check(ioctl(s, TIOCGSID, &sid) == 0 && sid == getpid(),
                       "child: the slave is not our controlling terminal (TIOCGSID %d: %s)", (int) sid, strerror(errno));
+                sid = -1;
+                check(ioctl(tty, TIOCGSID, &sid) == 0 && sid == getpid() && tcgetattr(tty, &t) == 0 &&
+                              same_modes(&t, &want_tio),
+                      "child: /dev/tty is not our terminal any more (TIOCGSID %d: %s)", (int) sid, strerror(errno));
                 pid_t fg = tcgetpgrp(s);
                 check(fg == g, "child: the foreground group is %d, expected %d", (int) fg, (int) g);
                 check(tcgetattr(s, &t) == 0 && same_modes(&t, &want_tio),
