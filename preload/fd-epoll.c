@@ -78,15 +78,18 @@ static bool is_target(pid_t pid, int fd, const struct kcmp_epoll_slot *slot) {
 }
 
 /* Our descriptor (one the restart recreates) that is the watched file,
- * preferring the number it was added under. */
-static int find_target(const struct kcmp_epoll_slot *slot) {
-        int via = -1;
+ * preferring the number it was added under: its entry, or NULL. */
+static const struct rt_fd *find_target(const struct kcmp_epoll_slot *slot) {
+        const struct rt_fd *other = NULL;
         for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
-                int fd = rt_cap->fds[i].d.fd;
-                if ((via < 0 || fd == (int) slot->tfd) && is_target(rt.pid, fd, slot))
-                        via = fd;
+                const struct rt_fd *f = &rt_cap->fds[i];
+                if (f->d.fd == (int) slot->tfd && is_target(rt.pid, f->d.fd, slot))
+                        return f;
         }
-        return via;
+        for (uint32_t i = 0; i < rt_cap->n_fds && !other; i++)
+                if (is_target(rt.pid, rt_cap->fds[i].d.fd, slot))
+                        other = &rt_cap->fds[i];
+        return other;
 }
 
 /* Call cb for each entry of dir named by a number, until it returns
@@ -284,18 +287,26 @@ static int epoll_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, s
         for (uint32_t i = 0; i < s->n; i++) {
                 struct epoll_watch *w = &s->w[i];
                 struct kcmp_epoll_slot slot = slot_of(p->fd, s, i);
-                pid_t adder;
-                int r = signalfd_adder(&slot, &adder);
+                const struct rt_fd *t = find_target(&slot);
+                pid_t adder = 0;
+                int r = 0;
+                /* A signalfd's (or one we do not hold, which may be one). */
+                if (!t || t->d.kind == IMG_FD_SIGNALFD)
+                        r = signalfd_adder(&slot, &adder);
                 if (r < 0)
                         return r;
                 if (adder && adder != rt.pid) {
+                        rt_debug("fd %d (epoll): process %d adds its signalfd %d again", p->fd, (int) adder, w->tfd);
                         w->by_other = 1;
                         continue;
                 }
-                w->via = find_target(&slot);
+                w->via = t ? t->d.fd : -1;
                 r = w->via < 0 ? find_remote(&slot, w) : 0;
                 if (r == -ECANCELED)
                         return r;
+                if (r == 0 && w->via < 0)
+                        rt_debug("fd %d (epoll): fd %d of process %s is the file watched as fd %d", p->fd, w->from_fd,
+                                 w->from, w->tfd);
                 if (r < 0) {
                         snprintf(err, errsize, "fd %d (epoll) watches a file added as fd %d that no process of the "
                                  "computation holds any more: its interest list cannot be rebuilt", p->fd, w->tfd);
@@ -412,6 +423,9 @@ static int epoll_follower_save(const struct rt_fd_probe *p, struct rt_fd *f, cha
         s->n = 0;
         for (uint32_t i = 0; i < all->n; i++) {
                 struct kcmp_epoll_slot slot = slot_of(p->fd, all, i);
+                /* Only a signalfd we hold under its number may be ours to add. */
+                if (!is_target(rt.pid, all->w[i].tfd, &slot) || !is_signalfd_at(rt.pid, all->w[i].tfd))
+                        continue;
                 pid_t adder;
                 int r = signalfd_adder(&slot, &adder);
                 if (r < 0)
