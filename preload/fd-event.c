@@ -138,18 +138,81 @@ int64_t evfd_stat_field(pid_t pid, int field) {
         return p ? (int64_t) strtoull(p + 1, NULL, 10) : -1;
 }
 
-bool evfd_note_dup(struct rt_fd *f) {
-        for (const struct rt_fd *o = rt_cap->fds; o < f; o++) {
-                if (o->d.kind != f->d.kind || o->d.dev != f->d.dev || o->d.ino != f->d.ino || !o->leader ||
-                    (o->d.aux & EVFD_AUX_DUP))
-                        continue;
-                if (raw_syscall5(SYS_kcmp, rt.pid, rt.pid, KCMP_FILE, o->d.fd, f->d.fd) == 0) {
-                        f->d.aux |= EVFD_AUX_DUP;
-                        f->d.leader_fd = o->d.fd;
-                        return true;
-                }
-        }
+/* Descriptors of the kinds that note their dups (see fd-event.h). */
+static bool notes_dups(const struct rt_fd *f) {
+        static const struct rt_fd_ops *const mine[] = { &rt_fd_eventfd_ops, &rt_fd_signalfd_ops, &rt_fd_timerfd_ops,
+                                                        &rt_fd_epoll_ops, &rt_fd_inotify_ops, &rt_fd_fifo_ops,
+                                                        &rt_fd_ptmx_ops, &rt_fd_pts_ops };
+        for (size_t i = 0; i < ARRAY_SIZE(mine); i++)
+                if (f->ops == mine[i])
+                        return f->leader;
         return false;
+}
+
+/* The order of two descriptions: by kind, then as kcmp orders open files
+ * (0 the same description). */
+static int cmp_desc(const struct rt_fd *a, const struct rt_fd *b) {
+        if (a->d.kind != b->d.kind)
+                return a->d.kind < b->d.kind ? -1 : 1;
+        long r = raw_syscall5(SYS_kcmp, rt.pid, rt.pid, KCMP_FILE, a->d.fd, b->d.fd);
+        if (r == 0 || r == 1 || r == 2)
+                return r == 0 ? 0 : r == 1 ? -1 : 1;
+        return a->d.fd < b->d.fd ? -1 : a->d.fd > b->d.fd;      /* not comparable: apart */
+}
+
+static void sift_down(struct rt_fd **h, size_t i, size_t n) {
+        for (size_t c; (c = 2 * i + 1) < n; i = c) {
+                if (c + 1 < n && cmp_desc(h[c], h[c + 1]) < 0)
+                        c++;
+                if (cmp_desc(h[i], h[c]) >= 0)
+                        return;
+                struct rt_fd *t = h[i];
+                h[i] = h[c];
+                h[c] = t;
+        }
+}
+
+/* Once a checkpoint: sort our descriptors by description (heap sort, no
+ * allocation but the scratch arena: n log n kcmp calls instead of n^2), and
+ * mark each but the first (lowest) of a description a dup of it. */
+static void mark_dups(void) {
+        struct rt_fd **h = rt_alloc(RT_ARENA_SCRATCH, (rt_cap->n_fds + 1) * sizeof *h);
+        size_t n = 0;
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                if (!notes_dups(f))
+                        continue;
+                f->d.aux |= EVFD_AUX_SEEN;
+                if (h)
+                        h[n++] = f;
+        }
+        for (size_t i = n / 2; i-- > 0;)
+                sift_down(h, i, n);
+        for (size_t end = n; end > 1; end--) {
+                struct rt_fd *t = h[0];
+                h[0] = h[end - 1];
+                h[end - 1] = t;
+                sift_down(h, 0, end - 1);
+        }
+        for (size_t i = 0; i < n;) {
+                size_t j = i + 1;
+                struct rt_fd *first = h[i];
+                for (; j < n && cmp_desc(h[i], h[j]) == 0; j++)
+                        if (h[j] < first)
+                                first = h[j];
+                for (size_t k = i; k < j; k++)
+                        if (h[k] != first) {
+                                h[k]->d.aux |= EVFD_AUX_DUP;
+                                h[k]->d.leader_fd = first->d.fd;
+                        }
+                i = j;
+        }
+}
+
+bool evfd_note_dup(struct rt_fd *f) {
+        if (!(f->d.aux & EVFD_AUX_SEEN))
+                mark_dups();
+        return f->d.aux & EVFD_AUX_DUP;
 }
 
 int evfd_restore_dup(struct rt_fd *f, char *err, size_t errsize) {

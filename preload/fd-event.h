@@ -26,6 +26,7 @@ int64_t evfd_stat_field(pid_t pid, int field);
  * (dup, dup2, F_DUPFD): the first (lowest) is saved and restored, the later
  * ones become duplicates of it again. */
 #define EVFD_AUX_DUP (1u << 31)         /* img_fd.aux: a dup of leader_fd */
+#define EVFD_AUX_SEEN (1u << 30)        /* img_fd.aux: dups looked for (this checkpoint) */
 
 /* At save: is f a dup of an earlier descriptor of ours? Marks it so. */
 bool evfd_note_dup(struct rt_fd *f);

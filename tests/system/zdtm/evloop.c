@@ -21,6 +21,8 @@
  *   deadlines         a CLOCK_REALTIME absolute timer an hour ahead keeps its
  *                     wall-clock deadline; a relative one never gains time;
  *                     a 1 ms one-shot never read keeps its expiration
+ *   dups              the semaphore, the 1 ms timer and the epoll instance
+ *                     have a second descriptor each (dup): still one
  *
  * The heartbeat advances with the timer's expirations.
  *
@@ -58,7 +60,7 @@ struct report {
 };
 
 static int data[2], cmd[2], rep[2], ep, efd, tfd, sfd, sem, oneshot, moved_at, moved, shared, rt_tfd, mono_tfd,
-        short_tfd;
+        short_tfd, sem_dup, short_dup, ep_dup;
 static int sig;
 
 static unsigned char byte_at(uint64_t pos) {
@@ -354,6 +356,11 @@ int main(int argc, char **argv) {
             timerfd_settime(short_tfd, 0, &ms, NULL) < 0)
                 fail_errno("timerfd_settime");
         st.mono_left = 3600 * 1000000000LL;
+        sem_dup = dup(sem);
+        short_dup = dup(short_tfd);
+        ep_dup = dup(ep);
+        if (sem_dup < 0 || short_dup < 0 || ep_dup < 0)
+                fail_errno("dup");
         st.sem_out = 0;
         pid_t pid = fork();
         if (pid < 0)
@@ -429,8 +436,15 @@ int main(int argc, char **argv) {
                 left += v;
         check(left == 3 + st.sem_out, "the semaphore held %llu, expected %llu", (unsigned long long) left,
               (unsigned long long) (3 + st.sem_out));
-        check(read(short_tfd, &v, sizeof v) == (ssize_t) sizeof v && v == 1,
-              "the 1 ms timer, never read, does not give its one expiration");
+        /* Dups: still one description each. */
+        write_u64(sem_dup, 2, "the semaphore's dup");
+        check(read(sem, &v, sizeof v) == (ssize_t) sizeof v && read(sem, &v, sizeof v) == (ssize_t) sizeof v &&
+              read(sem, &v, sizeof v) < 0 && errno == EAGAIN, "the semaphore and its dup are two eventfds");
+        check(read(short_dup, &v, sizeof v) == (ssize_t) sizeof v && v == 1,
+              "the 1 ms timer, never read, does not give its one expiration through its dup");
+        check(read(short_tfd, &v, sizeof v) < 0 && errno == EAGAIN, "the 1 ms timer and its dup are two timerfds");
+        ev = (struct epoll_event) { .events = EPOLLIN, .data.u64 = W_ONESHOT };
+        check(epoll_ctl(ep_dup, EPOLL_CTL_MOD, oneshot, &ev) == 0, "the epoll's dup does not have its watches");
         int status;
         check(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
               "the child ended with status %#x", status);
