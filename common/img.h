@@ -231,6 +231,12 @@ enum img_fd_kind {
         _IMG_FD_MAX,
 };
 
+/* img_fd.aux of an IMG_FD_PTY_SLAVE. */
+enum img_pts_aux {
+        IMG_PTS_DEVTTY = 1u << 0,          /* opened as /dev/tty */
+        IMG_PTS_CTTY = 1u << 1,            /* the controlling terminal of this session leader */
+};
+
 /* An open file description shared by several processes is saved by one of
  * them, its leader; the others' records say whose it is (follower). */
 enum img_fd_share {

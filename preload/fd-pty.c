@@ -24,12 +24,13 @@
  * A slave (one description per process: each process reopens its own)
  * whose master is in the computation asks the master's leader for the new
  * slave in RST_CONNECT and opens a description of its own on it in
- * RST_REFILL, with its old flags. A session leader whose controlling
- * terminal it was takes it again (TIOCSCTTY) and gives the terminal its
- * foreground process group (TIOCSPGRP). /dev/tty open in a process whose
- * controlling terminal is such a slave is opened again once the session
- * leader has its terminal back (or, in a process that has none after the
- * restart, is the slave itself). A slave whose master is not in the
+ * RST_REFILL, with its old flags. A pty that was the controlling terminal
+ * of a session is made by dmtcp_restart before the processes (restart/pty.c:
+ * the session leader takes it before it forks the others, which inherit
+ * it); its master's leader takes that one (rt_premade_pty). The session
+ * leader gives the terminal its foreground process group (TIOCSPGRP).
+ * /dev/tty is opened again (in a process that has no controlling terminal
+ * after the restart, it is the slave itself). A slave whose master is not in the
  * computation is the terminal of the outside world: it is restored as
  * fd-dev.c restores a terminal (on the restarting command's terminal).
  *
@@ -37,11 +38,8 @@
  * first: the ones below are held for a moment); otherwise another, with a
  * warning (the program's ttyname() changes).
  *
- * Not kept: another process of the session than its leader has no
- * controlling terminal after a restart (the kernel gives one only to a
- * session leader, or to children forked after it took it; restart forks the
- * session's processes before descriptors exist): its /dev/tty fails, though
- * its descriptors of the slave work; a pending end-of-file (^D) not yet read
+ * Not kept: a process of the session that gave its terminal up (TIOCNOTTY)
+ * has it again; a pending end-of-file (^D) not yet read
  * becomes a NUL byte; an XOFF-stopped output and pending packet-mode status
  * bytes are not kept; bytes written to the master before any slave was
  * opened are not kept by a restart; only the N_TTY line discipline. */
@@ -55,6 +53,7 @@
 
 #include "fd-event.h"
 #include "raw-syscall.h"
+#include "rst-abi.h"
 #include "util.h"
 
 /* The kernel's struct termios (TCGETS/TCSETS), not glibc's. */
@@ -322,49 +321,57 @@ static int ptmx_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, si
         return 0;
 }
 
-/* A new pty, with number want if it is free: the lower free ones are held
- * until it comes. */
-static int open_numbered(const char *path, uint32_t want, uint32_t *got) {
-        enum { HOLD = 256 };
-        int *held = rt_alloc(RT_ARENA_SCRATCH, HOLD * sizeof(int)), n_held = 0, first = -1, r = -EBUSY;
-        uint32_t first_index = 0;
-        for (;;) {
-                int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path, O_RDWR | O_NOCTTY | O_CLOEXEC, 0);
-                unsigned index = 0;
-                if (fd >= 0 && raw_syscall3(SYS_ioctl, fd, TIOCGPTN, (long) &index) < 0) {
-                        raw_syscall1(SYS_close, fd);
-                        fd = -EIO;
-                }
-                if (fd < 0) {
-                        r = fd;
-                        break;
-                }
-                fd = evfd_private(fd);
-                if (index == want || (first < 0 && index > want)) {
-                        r = fd;
-                        *got = index;
-                        break;
-                }
-                if (first < 0) {
-                        first = fd;
-                        first_index = index;
-                } else if (index > want || !held || n_held == HOLD) {
-                        evfd_close_private(fd);
-                        break;          /* taken: the first one will do */
-                } else
-                        held[n_held++] = fd;
+/* --- ptys made by dmtcp_restart ------------------------------------------------ */
+
+static struct rst_pty_fd premade[RST_MAX_PTYS];
+static uint32_t n_premade;
+
+void rt_premade_ptys_keep(const struct rst_pty_fd *ptys, uint32_t n) {
+        n_premade = 0;
+        for (uint32_t i = 0; i < n; i++) {
+                struct rst_pty_fd p = ptys[i];
+                /* The slave's number is open only in the session the pty is
+                 * the terminal of. */
+                if (raw_syscall2(SYS_fcntl, p.master, F_GETFD) < 0)
+                        p.master = -1;
+                if (raw_syscall2(SYS_fcntl, p.slave, F_GETFD) < 0)
+                        p.slave = -1;
+                rt_fd_set_private(p.master, true);
+                rt_fd_set_private(p.slave, true);
+                premade[n_premade++] = p;
         }
-        for (int i = 0; i < n_held; i++)
-                evfd_close_private(held[i]);
-        if (r >= 0) {
-                evfd_close_private(first);
-                return r;
+}
+
+int rt_premade_pty(uint32_t index) {
+        for (uint32_t i = 0; i < n_premade; i++)
+                if (premade[i].index == index)
+                        return premade[i].master;
+        return -1;
+}
+
+void rt_premade_ptys_close(void) {
+        for (uint32_t i = 0; i < n_premade; i++) {
+                evfd_close_private(premade[i].master);
+                evfd_close_private(premade[i].slave);
         }
-        if (first >= 0) {
-                *got = first_index;
-                return first;
+        n_premade = 0;
+}
+
+/* The pty the restart tool made for us (the controlling terminal of a
+ * session, see rst-abi.h), or a new one, numbered want if that is free; a
+ * private descriptor. */
+static int open_pty(const struct rt_fd *f, uint32_t want, uint32_t *got) {
+        int m = rt_premade_pty(want);
+        if (m >= 0) {
+                unsigned index = want;
+                raw_syscall3(SYS_ioctl, m, TIOCGPTN, (long) &index);   /* another if want was taken */
+                *got = index;
+                return evfd_private((int) raw_syscall3(SYS_fcntl, m, F_DUPFD_CLOEXEC, RT_FD_BASE));
         }
-        return r;
+        m = pty_open_numbered(f->path, want, got);
+        if (m < 0 && strcmp(f->path, "/dev/ptmx"))
+                m = pty_open_numbered("/dev/ptmx", want, got);
+        return evfd_private(m);
 }
 
 static int ptmx_restore(struct rt_fd *f, char *err, size_t errsize) {
@@ -376,9 +383,7 @@ static int ptmx_restore(struct rt_fd *f, char *err, size_t errsize) {
                 return -EBADMSG;
         }
         uint32_t got = 0;
-        int m = open_numbered(f->path, s->index, &got);
-        if (m < 0 && strcmp(f->path, "/dev/ptmx"))
-                m = open_numbered("/dev/ptmx", s->index, &got);
+        int m = open_pty(f, s->index, &got);
         if (m < 0) {
                 snprintf(err, errsize, "fd %d: cannot open a new pty (%s): %s", f->d.fd, f->path, strerror(-m));
                 return m;
@@ -431,8 +436,6 @@ const struct rt_fd_ops rt_fd_ptmx_ops = {
 
 /* --- slave ------------------------------------------------------------------- */
 
-#define PTS_DEVTTY 1u                   /* img_fd.aux: /dev/tty, our controlling pty slave */
-
 static bool is_devtty(dev_t rdev) {
         return major(rdev) == 5 && minor(rdev) == 0;
 }
@@ -483,7 +486,7 @@ static int pts_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, siz
         int index = pts_number(p->st.st_rdev);
         s->index = index < 0 ? 0 : (uint32_t) index;
         f->d.offset = s->index;
-        f->d.aux |= is_devtty(p->st.st_rdev) ? PTS_DEVTTY : 0;
+        f->d.aux |= is_devtty(p->st.st_rdev) ? IMG_PTS_DEVTTY : 0;
         f->kstate = s;
         if (f->d.aux & EVFD_AUX_DUP) {
                 const struct rt_fd *o = fd_entry(f->d.leader_fd);
@@ -514,6 +517,7 @@ static int pts_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, siz
         s->ctty = getsid(0) == rt.pid && (is_devtty(p->st.st_rdev) || ctty_of_self() == p->st.st_rdev);
         if (s->ctty && raw_syscall3(SYS_ioctl, p->fd, TIOCGPGRP, (long) &s->fg_pgrp) < 0)
                 s->fg_pgrp = 0;
+        f->d.aux |= s->ctty ? IMG_PTS_CTTY : 0;         /* for dmtcp_restart (rst-abi.h) */
         return 0;
 }
 
@@ -544,11 +548,14 @@ static void reopen_own(struct rt_fd *f) {
         }
 }
 
+/* Our session's terminal again. dmtcp_restart gave it to the session
+ * before it forked the session's other processes (they inherit it, the
+ * only way they can have it); the ioctl is for a restart without that. */
 static void take_ctty(const struct rt_fd *f, const struct pts_state *s) {
         struct stat st;
-        if (fstat(f->d.fd, &st) < 0 || ctty_of_self() == st.st_rdev)
+        if (fstat(f->d.fd, &st) < 0)
                 return;
-        long r = raw_syscall3(SYS_ioctl, f->d.fd, TIOCSCTTY, 0);
+        long r = ctty_of_self() == st.st_rdev ? 0 : raw_syscall3(SYS_ioctl, f->d.fd, TIOCSCTTY, 0);
         if (r < 0) {
                 rt_warn("fd %d: cannot make the pty slave the controlling terminal of session %d again: %s", f->d.fd,
                         (int) rt.pid, strerror((int) -r));
@@ -566,8 +573,8 @@ static void reopen_devtty(struct rt_fd *f) {
         int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) "/dev/tty", flags, 0);
         if (fd >= 0 && rt_fd_install(fd, f->d.fd, (int) f->d.fdflags) == 0)
                 return;
-        rt_info("fd %d was /dev/tty: this process has no controlling terminal after the restart (only the session "
-                "leader has), so it is the pty slave itself", f->d.fd);
+        rt_info("fd %d was /dev/tty: this process has no controlling terminal after the restart (its session's "
+                "leader was not restarted with it), so it is the pty slave itself", f->d.fd);
         reopen_own(f);
 }
 
@@ -578,7 +585,7 @@ int evfd_pty_settle(char *err, size_t errsize) {
                 for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
                         struct rt_fd *f = &rt_cap->fds[i];
                         struct pts_state *s = f->kstate;
-                        int want = (f->d.aux & EVFD_AUX_DUP) ? 2 : (f->d.aux & PTS_DEVTTY) ? 1 : 0;
+                        int want = (f->d.aux & EVFD_AUX_DUP) ? 2 : (f->d.aux & IMG_PTS_DEVTTY) ? 1 : 0;
                         if (f->d.kind != IMG_FD_PTY_SLAVE || !s || s->settled || want != pass)
                                 continue;
                         s->settled = true;

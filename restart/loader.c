@@ -532,6 +532,8 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
         int max_fd = 2;
         for (size_t i = 0; i < img->n_fds; i++)
                 max_fd = MAX(max_fd, img->fds[i].d.fd);
+        in->n_ptys = (uint32_t) o->n_ptys;
+        memcpy(in->ptys, o->ptys, o->n_ptys * sizeof o->ptys[0]);
         if ((r = recreate_deleted(im, in, max_fd + 1, err, errsize)) < 0)
                 return r;
         close(im->fd);

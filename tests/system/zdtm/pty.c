@@ -14,7 +14,9 @@
  *                keeps open, that the foreground group is the
  *                grandchild's, and the modes and window size
  *   grandchild   in its own process group, the terminal's foreground:
- *                reads each line (canonical mode) and answers "ok N"
+ *                reads each line (canonical mode) and answers "ok N";
+ *                the slave is its controlling terminal too (inherited
+ *                from the session leader), and so is its /dev/tty
  *
  * The child execs itself (--leader) before it forks: a process just forked
  * may still be joining dmtcp's coordinator, and a child forked at that
@@ -22,7 +24,7 @@
  * program has joined before main.
  *
  * A restart must give back the pair, its modes and size, the controlling
- * terminal and foreground group, and every byte on its way in either
+ * terminal of every process of the session and its foreground group, and every byte on its way in either
  * direction, a partial line included. The pty's name stays the same when
  * that number is free (a note on stderr otherwise). */
 #include <errno.h>
@@ -51,7 +53,17 @@ static bool same_modes(const struct termios *a, const struct termios *b) {
 static _Noreturn void grandchild(int s) {
         char line[128];
         size_t len = 0;
+        int tty = open("/dev/tty", O_RDWR | O_CLOEXEC);
+        if (tty < 0)
+                fail_errno("grandchild: open /dev/tty");
         for (;;) {
+                /* The session's terminal is ours too (inherited at fork). */
+                pid_t sid = -1, fg = tcgetpgrp(tty);
+                check(ioctl(s, TIOCGSID, &sid) == 0 && sid == getsid(0) && sid == getppid(),
+                      "grandchild: the slave is not our controlling terminal (TIOCGSID %d: %s)", (int) sid,
+                      strerror(errno));
+                check(fg == getpid(), "grandchild: /dev/tty's foreground group is %d, not ours (%s)", (int) fg,
+                      strerror(errno));
                 ssize_t k = read(s, line + len, sizeof line - 1 - len);
                 if (k < 0 && errno == EINTR)
                         continue;
