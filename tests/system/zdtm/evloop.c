@@ -2,7 +2,8 @@
  * shared with a child process.
  *
  *   child -> parent   a pipe of sequenced bytes, and an eventfd it adds 1
- *                     to every 4th step
+ *                     to every 4th step, watched by an inner epoll instance
+ *                     that the outer one watches (nested)
  *   signals           SIGRTMIN+1 the parent queues to itself with a number
  *                     every 4th step, read in order through a signalfd whose
  *                     mask also holds SIGUSR2, dmtcp's checkpoint signal (a
@@ -19,8 +20,10 @@
  *   moved             an eventfd watched under a number since closed (the
  *                     file lives on under another): still watched
  *   deadlines         a CLOCK_REALTIME absolute timer an hour ahead keeps its
- *                     wall-clock deadline; a relative one never gains time;
- *                     a 1 ms one-shot never read keeps its expiration
+ *                     wall-clock deadline; a relative one, an absolute one on
+ *                     CLOCK_MONOTONIC (which stays absolute) and a relative
+ *                     one on CLOCK_BOOTTIME never gain time; a 1 ms
+ *                     one-shot never read keeps its expiration
  *   dups              the semaphore, the 1 ms timer and the epoll instance
  *                     have a second descriptor each (dup): still one
  *
@@ -53,14 +56,14 @@
 #define CHUNK 64
 #define GAP_NS 50000000LL
 
-enum { W_DATA = 1, W_EFD, W_TIMER, W_SIG, W_SEM, W_ONESHOT, W_MOVED, W_SHARED };
+enum { W_DATA = 1, W_EFD, W_TIMER, W_SIG, W_SEM, W_ONESHOT, W_MOVED, W_SHARED, W_INNER };
 
 struct report {
         uint64_t bytes, efd;
 };
 
-static int data[2], cmd[2], rep[2], ep, efd, tfd, sfd, sem, oneshot, moved_at, moved, shared, rt_tfd, mono_tfd,
-        short_tfd, sem_dup, short_dup, ep_dup;
+static int data[2], cmd[2], rep[2], ep, inner, efd, tfd, sfd, sem, oneshot, moved_at, moved, shared, rt_tfd,
+        mono_tfd, abs_tfd, boot_tfd, short_tfd, sem_dup, short_dup, ep_dup;
 static int sig;
 
 static unsigned char byte_at(uint64_t pos) {
@@ -73,10 +76,14 @@ static int64_t now_ns(clockid_t c) {
         return (int64_t) t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-static void watch(int fd, uint32_t events, uint64_t cookie) {
+static void watch_in(int epfd, int fd, uint32_t events, uint64_t cookie) {
         struct epoll_event ev = { .events = events, .data.u64 = cookie };
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
                 fail_errno("epoll_ctl ADD %d", fd);
+}
+
+static void watch(int fd, uint32_t events, uint64_t cookie) {
+        watch_in(ep, fd, events, cookie);
 }
 
 static uint64_t read_u64(int fd, const char *what) {
@@ -137,7 +144,7 @@ static struct {
         int64_t last;                   /* monotonic time the loop last looked */
         int64_t ref_a, ref_b;           /* monotonic time before and after the reference read */
         uint64_t ticks;
-        int64_t mono_left;              /* the long relative timer's time left, last seen */
+        int64_t mono_left, abs_left, boot_left;   /* the one-hour timers' time left, last seen */
 } st;
 
 /* Time passed since the loop last looked (a pause: the program was stopped
@@ -169,6 +176,29 @@ static void check_timer_read(uint64_t v, int64_t t_a, int64_t t_b) {
               (long long) hi);
 }
 
+/* A one-hour timer: time left only goes down, clock and flags stay. */
+static void check_hour(int fd, const char *what, clockid_t clock, int flags, int64_t *last) {
+        struct itimerspec its;
+        if (timerfd_gettime(fd, &its) < 0)
+                fail_errno("timerfd_gettime (%s)", what);
+        int64_t left = (int64_t) its.it_value.tv_sec * 1000000000LL + its.it_value.tv_nsec;
+        check(left > 0 && left <= *last, "the %s one-hour timer went from %.6f to %.6f s left", what, *last / 1e9,
+              left / 1e9);
+        *last = left;
+        if (!st.verifying)
+                return;         /* the file below must not be open at a checkpoint */
+        char path[64], buf[512], want[64];
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+        int f = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t k = f >= 0 ? read(f, buf, sizeof buf - 1) : -1;
+        if (k <= 0)
+                fail_errno("read %s", path);
+        close(f);
+        buf[k] = 0;
+        snprintf(want, sizeof want, "clockid: %d\nticks: 0\nsettime flags: 0%o\n", (int) clock, flags);
+        check(strstr(buf, want), "the %s one-hour timer's fdinfo lacks \"%s\":\n%s", what, want, buf);
+}
+
 static void check_deadlines(int64_t rt_deadline) {
         struct itimerspec its;
         int64_t t1 = now_ns(CLOCK_REALTIME);
@@ -179,12 +209,9 @@ static void check_deadlines(int64_t rt_deadline) {
         check(left >= rt_deadline - t2 - 1000000 && left <= rt_deadline - t1 + 1000000,
               "the absolute CLOCK_REALTIME timer has %.6f s left, its deadline is %.6f s away", left / 1e9,
               (rt_deadline - t1) / 1e9);
-        if (timerfd_gettime(mono_tfd, &its) < 0)
-                fail_errno("timerfd_gettime (monotonic)");
-        left = (int64_t) its.it_value.tv_sec * 1000000000LL + its.it_value.tv_nsec;
-        check(left > 0 && left <= st.mono_left, "the relative one-hour timer went from %.6f to %.6f s left",
-              st.mono_left / 1e9, left / 1e9);
-        st.mono_left = left;
+        check_hour(mono_tfd, "relative CLOCK_MONOTONIC", CLOCK_MONOTONIC, 0, &st.mono_left);
+        check_hour(abs_tfd, "absolute CLOCK_MONOTONIC", CLOCK_MONOTONIC, TFD_TIMER_ABSTIME, &st.abs_left);
+        check_hour(boot_tfd, "relative CLOCK_BOOTTIME", CLOCK_BOOTTIME, 0, &st.boot_left);
         if (timerfd_gettime(tfd, &its) < 0)
                 fail_errno("timerfd_gettime (periodic)");
         check(its.it_interval.tv_sec == 0 && its.it_interval.tv_nsec == PERIOD_NS,
@@ -218,9 +245,18 @@ static void handle(const struct epoll_event *ev) {
                               (unsigned long long) st.bytes, buf[i], byte_at(st.bytes));
                 return;
         }
-        case W_EFD:
+        case W_INNER: {
+                /* The inner instance has the child's eventfd. */
+                struct epoll_event in;
+                int n = epoll_wait(inner, &in, 1, 0);
+                if (n < 0 && errno == EINTR)
+                        return;
+                check(n == 1 && in.data.u64 == W_EFD && in.events == EPOLLIN,
+                      "the inner epoll reported %d events (data %#llx, events %#x) to the outer's EPOLLIN", n,
+                      n > 0 ? (unsigned long long) in.data.u64 : 0ULL, n > 0 ? in.events : 0);
                 st.efd += read_u64(efd, "the eventfd");
                 return;
+        }
         case W_TIMER: {
                 int64_t t_a = now_ns(CLOCK_MONOTONIC);
                 uint64_t v = read_u64(tfd, "the timerfd");
@@ -274,35 +310,44 @@ static int loop_once(int timeout) {
         return n;
 }
 
-/* The interest list as the kernel shows it. */
-static void check_fdinfo(void) {
+struct want_watch {
+        int fd;
+        unsigned events;
+        unsigned long long cookie;
+};
+
+/* An interest list as the kernel shows it. */
+static void check_fdinfo(int epfd, const struct want_watch *want, size_t n) {
         char path[64], buf[8192];
-        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", ep);
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
         int fd = open(path, O_RDONLY);
         ssize_t k = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
         if (k <= 0)
                 fail_errno("read %s", path);
         close(fd);
         buf[k] = 0;
-        const struct {
-                int fd;
-                unsigned events;
-                unsigned long long cookie;
-        } want[] = {
-                { data[0], EPOLLIN | EPOLLERR | EPOLLHUP, W_DATA },
-                { efd, EPOLLIN | EPOLLERR | EPOLLHUP, W_EFD },
-                { tfd, EPOLLIN | EPOLLERR | EPOLLHUP, W_TIMER },
-                { sfd, EPOLLIN | EPOLLERR | EPOLLHUP, W_SIG },
-                { sem, EPOLLIN | EPOLLET | EPOLLERR | EPOLLHUP, W_SEM },
-                { moved_at, EPOLLIN | EPOLLERR | EPOLLHUP, W_MOVED },
-                { shared, EPOLLIN | EPOLLERR | EPOLLHUP, W_SHARED },
-        };
-        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        for (size_t i = 0; i < n; i++) {
                 char line[128];
                 snprintf(line, sizeof line, "tfd: %8d events: %8x data: %16llx", want[i].fd, want[i].events,
                          want[i].cookie);
                 check(strstr(buf, line), "the epoll's fdinfo lacks \"%s\":\n%s", line, buf);
         }
+}
+
+static void check_interest(void) {
+        const struct want_watch outer[] = {
+                { data[0], EPOLLIN | EPOLLERR | EPOLLHUP, W_DATA },
+                { inner, EPOLLIN | EPOLLERR | EPOLLHUP, W_INNER },
+                { tfd, EPOLLIN | EPOLLERR | EPOLLHUP, W_TIMER },
+                { sfd, EPOLLIN | EPOLLERR | EPOLLHUP, W_SIG },
+                { sem, EPOLLIN | EPOLLET | EPOLLERR | EPOLLHUP, W_SEM },
+                { moved_at, EPOLLIN | EPOLLERR | EPOLLHUP, W_MOVED },
+                { shared, EPOLLIN | EPOLLERR | EPOLLHUP, W_SHARED },
+        }, in[] = {
+                { efd, EPOLLIN | EPOLLERR | EPOLLHUP, W_EFD },
+        };
+        check_fdinfo(ep, outer, sizeof outer / sizeof outer[0]);
+        check_fdinfo(inner, in, 1);
 }
 
 int main(int argc, char **argv) {
@@ -317,6 +362,7 @@ int main(int argc, char **argv) {
         if (pipe(data) < 0 || pipe(cmd) < 0 || pipe(rep) < 0)
                 fail_errno("pipe");
         ep = epoll_create1(EPOLL_CLOEXEC);
+        inner = epoll_create1(EPOLL_CLOEXEC);
         efd = eventfd(0, EFD_CLOEXEC);
         tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
         sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -326,8 +372,10 @@ int main(int argc, char **argv) {
         shared = eventfd(0, EFD_NONBLOCK);
         rt_tfd = timerfd_create(CLOCK_REALTIME, 0);
         mono_tfd = timerfd_create(CLOCK_MONOTONIC, 0);
+        abs_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+        boot_tfd = timerfd_create(CLOCK_BOOTTIME, TFD_CLOEXEC);
         short_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
-        if (ep < 0 || efd < 0 || tfd < 0 || sfd < 0 || sem < 0 || oneshot < 0 || moved_at < 0 || shared < 0 ||
+        if (ep < 0 || inner < 0 || abs_tfd < 0 || boot_tfd < 0 || efd < 0 || tfd < 0 || sfd < 0 || sem < 0 || oneshot < 0 || moved_at < 0 || shared < 0 ||
             rt_tfd < 0 || mono_tfd < 0 || short_tfd < 0)
                 fail_errno("creating the descriptors");
         /* The one-shot fires first, alone. */
@@ -336,7 +384,8 @@ int main(int argc, char **argv) {
         struct epoll_event ev;
         check(epoll_wait(ep, &ev, 1, 1000) == 1 && ev.data.u64 == W_ONESHOT, "the one-shot watch did not fire");
         watch(data[0], EPOLLIN, W_DATA);
-        watch(efd, EPOLLIN, W_EFD);
+        watch_in(inner, efd, EPOLLIN, W_EFD);
+        watch(inner, EPOLLIN, W_INNER);
         watch(tfd, EPOLLIN, W_TIMER);
         watch(sfd, EPOLLIN, W_SIG);
         watch(sem, EPOLLIN | EPOLLET, W_SEM);
@@ -352,10 +401,12 @@ int main(int argc, char **argv) {
         struct itimerspec abs = { .it_value = { rt_deadline / 1000000000LL, 0 } };
         struct itimerspec hour = { .it_value = { 3600, 0 } };
         struct itimerspec ms = { .it_value = { 0, 1000000 } };
+        struct itimerspec mono_abs = { .it_value = { now_ns(CLOCK_MONOTONIC) / 1000000000LL + 3600, 0 } };
         if (timerfd_settime(rt_tfd, TFD_TIMER_ABSTIME, &abs, NULL) < 0 || timerfd_settime(mono_tfd, 0, &hour, NULL) < 0 ||
-            timerfd_settime(short_tfd, 0, &ms, NULL) < 0)
+            timerfd_settime(abs_tfd, TFD_TIMER_ABSTIME, &mono_abs, NULL) < 0 ||
+            timerfd_settime(boot_tfd, 0, &hour, NULL) < 0 || timerfd_settime(short_tfd, 0, &ms, NULL) < 0)
                 fail_errno("timerfd_settime");
-        st.mono_left = 3600 * 1000000000LL;
+        st.mono_left = st.abs_left = st.boot_left = 3600 * 1000000000LL;
         sem_dup = dup(sem);
         short_dup = dup(short_tfd);
         ep_dup = dup(ep);
@@ -397,7 +448,8 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 200 && !st.shared_seen; i++)
                 loop_once(50);
         check(st.shared_seen, "the watch the child added to the shared epoll never reported here");
-        check_fdinfo();
+        check_interest();
+        check_deadlines(rt_deadline);
         /* The one-shot, re-armed, fires. */
         ev = (struct epoll_event) { .events = EPOLLIN | EPOLLONESHOT, .data.u64 = W_ONESHOT };
         if (epoll_ctl(ep, EPOLL_CTL_MOD, oneshot, &ev) < 0)

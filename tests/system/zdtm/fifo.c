@@ -4,7 +4,8 @@
  *   parent   opens "ff" O_RDWR (held, never used: a third description of
  *            the FIFO) and O_WRONLY | O_NONBLOCK; writes bursts of
  *            sequenced bytes while fewer than 40000 are inside
- *   child    opens "ff" O_RDONLY (blocking), reads at most 700 bytes a step
+ *   child    opens "ff" O_RDONLY (blocking), reads at most 700 bytes a step,
+ *            once an epoll instance watching it says there is something
  *
  * Three descriptions of one FIFO in two processes: after a restart the
  * bytes must be there once, in order, whichever description saved them.
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -34,9 +36,26 @@ static _Noreturn void child(void) {
         int r = open("ff", O_RDONLY);
         if (r < 0)
                 fail_errno("child: open ff");
+        /* Waits through an epoll instance: its watch must report what is
+         * in the FIFO (and the end of file) after a restart too. */
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 7 };
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, r, &ev) < 0)
+                fail_errno("child: epoll");
         test_write_file("child-open", "1\n");
         uint64_t got = 0;
         for (;;) {
+                int n = epoll_wait(ep, &ev, 1, 5000), inside = 0;
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        check(n == 0 && ioctl(r, FIONREAD, &inside) == 0 && inside == 0,
+                              "child: the FIFO holds %d bytes, its epoll watch says nothing (%d)", inside, n);
+                        continue;
+                }
+                check(ev.data.u64 == 7 && ev.events && !(ev.events & ~(uint32_t) (EPOLLIN | EPOLLHUP)),
+                      "child: the FIFO's epoll watch reported events %#x, data %#llx", ev.events,
+                      (unsigned long long) ev.data.u64);
                 unsigned char buf[700];
                 ssize_t k = read(r, buf, sizeof buf);
                 if (k < 0 && errno == EINTR)

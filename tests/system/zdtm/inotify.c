@@ -15,10 +15,11 @@
  * time now stays the same, except over a restart, which does not count
  * the time the program was not running. Any other event (an IN_IGNORED left by restoring the watch
  * numbers, a duplicate) fails. At the end, opening w/once gives IN_OPEN
- * and IN_IGNORED on watch 4. */
+ * and IN_IGNORED on watch 4. Events are waited for through an epoll
+ * instance watching the inotify descriptor. */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
@@ -36,7 +37,7 @@ struct want {
         char name[32];
 };
 
-static int ifd, tfd;
+static int ifd, tfd, iep;      /* iep: an epoll instance watching ifd */
 
 static int64_t now_ns(void) {
         struct timespec t;
@@ -64,12 +65,14 @@ static bool next_event(struct inotify_event *ev, char *name, size_t size, int ms
         static char buf[8192] __attribute__((aligned(8)));
         static size_t len, off;
         if (off == len) {
-                struct pollfd p = { ifd, POLLIN, 0 };
-                int n = poll(&p, 1, ms);
+                struct epoll_event e;
+                int n = epoll_wait(iep, &e, 1, ms);
                 if (n < 0 && errno == EINTR)
-                        n = poll(&p, 1, ms);
+                        n = epoll_wait(iep, &e, 1, ms);
                 if (n <= 0)
                         return false;
+                check(e.events == EPOLLIN && e.data.u64 == 42, "the epoll watching the inotify descriptor reported "
+                      "events %#x, data %#llx", e.events, (unsigned long long) e.data.u64);
                 ssize_t k = read(ifd, buf, sizeof buf);
                 if (k < 0 && (errno == EAGAIN || errno == EINTR))
                         return false;
@@ -131,8 +134,10 @@ int main(int argc, char **argv) {
                 fail_errno("create w/once");
         close(fd);
         ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-        if (ifd < 0)
-                fail_errno("inotify_init1");
+        iep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event e = { .events = EPOLLIN, .data.u64 = 42 };
+        if (ifd < 0 || iep < 0 || epoll_ctl(iep, EPOLL_CTL_ADD, ifd, &e) < 0)
+                fail_errno("inotify_init1, epoll");
         add("w", IN_CREATE | IN_CLOSE_WRITE | IN_MOVED_FROM, 1);
         int gone = add("w/gone", IN_ALL_EVENTS, 2);
         if (inotify_rm_watch(ifd, gone) < 0)

@@ -23,6 +23,9 @@
  * moment would inherit the connection (a known runtime issue); an exec'd
  * program has joined before main.
  *
+ * The parent reads the master and the grandchild the slave when an epoll
+ * instance watching it says there is something.
+ *
  * A restart must give back the pair, its modes and size, the controlling
  * terminal of every process of the session and its foreground group, and every byte on its way in either
  * direction, a partial line included. The pty's name stays the same when
@@ -33,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -56,6 +60,11 @@ static _Noreturn void grandchild(int s) {
         int tty = open("/dev/tty", O_RDWR | O_CLOEXEC);
         if (tty < 0)
                 fail_errno("grandchild: open /dev/tty");
+        /* Lines are waited for through an epoll instance watching the slave. */
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 5 };
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) < 0)
+                fail_errno("grandchild: epoll");
         for (;;) {
                 /* The session's terminal is ours too (inherited at fork). */
                 pid_t sid = -1, fg = tcgetpgrp(tty);
@@ -64,6 +73,11 @@ static _Noreturn void grandchild(int s) {
                       strerror(errno));
                 check(fg == getpid(), "grandchild: /dev/tty's foreground group is %d, not ours (%s)", (int) fg,
                       strerror(errno));
+                int ready = epoll_wait(ep, &ev, 1, -1);
+                if (ready < 0 && errno == EINTR)
+                        continue;
+                check(ready == 1 && ev.data.u64 == 5 && ev.events == EPOLLIN,
+                      "grandchild: the slave's epoll watch gave %d events (%#x)", ready, ready == 1 ? ev.events : 0);
                 ssize_t k = read(s, line + len, sizeof line - 1 - len);
                 if (k < 0 && errno == EINTR)
                         continue;
@@ -167,6 +181,12 @@ int main(int argc, char **argv) {
         }
         if (fcntl(m, F_SETFL, O_NONBLOCK) < 0)
                 fail_errno("F_SETFL");
+        /* What comes out is read when an epoll instance watching the master
+         * says so. */
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 9 };
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, m, &ev) < 0)
+                fail_errno("epoll");
         /* What goes in, and what must come out. */
         char in[64] = "", out[64] = "";
         size_t in_len = 0, in_sent = 0, out_len = 0, out_got = 0;
@@ -188,7 +208,12 @@ int main(int argc, char **argv) {
                         in_sent += k;
                         waiting = in_sent == in_len;
                 }
-                if (step % 2 == 0) {
+                int ready = epoll_wait(ep, &ev, 1, 0);
+                if (ready < 0 && errno != EINTR)
+                        fail_errno("epoll_wait");
+                check(ready <= 0 || (ev.data.u64 == 9 && ev.events == EPOLLIN),
+                      "the master's epoll watch reported events %#x", ev.events);
+                if (step % 2 == 0 && ready > 0) {
                         char buf[256];
                         ssize_t k = read(m, buf, sizeof buf);
                         if (k < 0 && errno != EAGAIN && errno != EINTR)
