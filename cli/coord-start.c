@@ -7,7 +7,7 @@
 #include <time.h>
 
 #include "client.h"
-#include "coord-activate.h"
+#include "config.h"
 #include "util.h"
 
 /* Exit status of dmtcp_coordinator when its address is taken (daemon/README.md). */
@@ -86,6 +86,29 @@ static int spawn_and_wait(char *const argv[]) {
         default:
                 return -EIO;
         }
+}
+
+/* Ask the user manager to start the job's coordinator socket, through the
+ * dmtcp-activate helper (cli/dmtcpctl/dmtcp-activate.c): 1 when the socket
+ * is there, 0 when that is not possible. */
+static int activate_job_socket(const char *job, const char *path, int timeout_ms) {
+        char bin[PATH_MAX], timeout[16];
+        if (find_sibling(DMTCP_BIN_TO_LIBEXEC "/dmtcp/dmtcp-activate", "cli/dmtcpctl/dmtcp-activate", bin,
+                         sizeof bin) < 0 || access(bin, X_OK) < 0)
+                return 0;
+        snprintf(timeout, sizeof timeout, "%d", timeout_ms);
+        pid_t pid = fork();
+        if (pid < 0)
+                return 0;
+        if (pid == 0) {
+                execl(bin, bin, job, path, timeout, (char *) NULL);
+                _exit(127);
+        }
+        int st;
+        while (waitpid(pid, &st, 0) < 0)
+                if (errno != EINTR)
+                        return 0;
+        return WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
 static int start_coordinator(const struct coord_start_opts *o, struct coord_addr *addr, int timeout_ms) {
@@ -200,7 +223,7 @@ int coord_ensure(const struct coord_start_opts *o, struct coord_addr *addr) {
                 if (coord_socket_path(o->job, own, sizeof own) < 0 || strcmp(own, addr->path))
                         return -ECONNREFUSED;   /* a coordinator cannot be told to listen elsewhere */
                 /* The user manager may own the job's socket (dmtcp-coordinator@JOB.socket). */
-                if (o->mode == COORD_START_ANY && o->job && coord_activate_job_socket(o->job, addr->path, timeout) > 0 &&
+                if (o->mode == COORD_START_ANY && o->job && activate_job_socket(o->job, addr->path, timeout) > 0 &&
                     coord_answers(addr, timeout))
                         return 0;
         }

@@ -135,13 +135,26 @@ static int connect_timeout(int fd, const struct sockaddr *sa, socklen_t len, int
         return 0;
 }
 
+int coord_fd_floor;
+
+/* The socket leaves the descriptors below coord_fd_floor at once. */
+static int floor_fd(int fd) {
+        if (fd < 0 || coord_fd_floor <= 0 || fd >= coord_fd_floor)
+                return fd;
+        int high = fcntl(fd, F_DUPFD_CLOEXEC, coord_fd_floor);
+        if (high < 0)
+                return fd;              /* low RLIMIT_NOFILE: stay */
+        close(fd);
+        return high;
+}
+
 int coord_connect(const struct coord_addr *a, int timeout_ms) {
         if (a->kind == COORD_UNIX) {
                 struct sockaddr_un sun = { .sun_family = AF_UNIX };
                 if (strlen(a->path) >= sizeof sun.sun_path)
                         return -ENAMETOOLONG;
                 strscpy(sun.sun_path, a->path, sizeof sun.sun_path);
-                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                int fd = floor_fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
                 if (fd < 0)
                         return -errno;
                 int r = connect_timeout(fd, (struct sockaddr *) &sun, sizeof sun, timeout_ms);
@@ -159,7 +172,7 @@ int coord_connect(const struct coord_addr *a, int timeout_ms) {
                 return g == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
         int r = -ECONNREFUSED;
         for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-                int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+                int fd = floor_fd(socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0));
                 if (fd < 0) {
                         r = -errno;
                         continue;

@@ -38,6 +38,9 @@ int coord_socket_path(const char *job, char *buf, size_t size);
 /* Connect with a timeout. Returns the fd (CLOEXEC) or -errno
  * (-ECONNREFUSED/-ENOENT: nobody listening). */
 int coord_connect(const struct coord_addr *a, int timeout_ms);
+/* The runtime's sockets are made at or above this descriptor (0: anywhere):
+ * a program closing one of its descriptors twice must not hit ours. */
+extern int coord_fd_floor;
 
 /* Checkpoint signal: DMTCP_SIGCKPT (number or name), default SIGUSR2. */
 int dmtcp_ckpt_signal(void);

@@ -46,6 +46,7 @@ const char *img_fd_kind_name(uint32_t kind) {
                 [IMG_FD_CHARDEV] = "character device",
                 [IMG_FD_TTY] = "terminal",
                 [IMG_FD_PIPE] = "pipe",
+                [IMG_FD_SOCKET] = "socket",
                 [IMG_FD_EVENTFD] = "eventfd",
                 [IMG_FD_SIGNALFD] = "signalfd",
                 [IMG_FD_TIMERFD] = "timerfd",

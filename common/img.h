@@ -220,6 +220,7 @@ enum img_fd_kind {
         IMG_FD_CHARDEV,                    /* /dev/null, /dev/zero, /dev/urandom, ... */
         IMG_FD_TTY,                        /* a terminal opened by the program */
         IMG_FD_PIPE,                       /* one end of a pipe */
+        IMG_FD_SOCKET,                     /* a Unix, TCP or UDP socket */
         IMG_FD_EVENTFD,                    /* offset: counter; aux: EFD_SEMAPHORE */
         IMG_FD_SIGNALFD,                   /* size: signal mask */
         IMG_FD_TIMERFD,                    /* offset: ns left, size: unread expirations, rdev: clock */

@@ -96,6 +96,10 @@ static const struct field f_who[] = {
         U32(who, pid), U8R(who, status, 0, _PROTO_WHO_MAX - 1), STR(who, host), STR(who, upid),
 };
 
+static const struct field f_notice[] = {
+        U8R(notice, level, 3, 6), STR(notice, text),
+};
+
 struct schema {
         const char *name;
         const struct field *fields;
@@ -123,6 +127,7 @@ static const struct schema schemas[_PROTO_TYPE_MAX] = {
         [PROTO_EXEC] = { "EXEC", NULL, 0 },        /* no payload */
         SCHEMA(PROTO_WHO_IS, "WHO_IS", f_who_is),
         SCHEMA(PROTO_WHO, "WHO", f_who),
+        SCHEMA(PROTO_NOTICE, "NOTICE", f_notice),
 };
 
 static const struct schema *schema_of(int type) {

@@ -51,6 +51,7 @@ enum proto_type {
         PROTO_EXEC,               /* worker -> coordinator: this process is about to exec */
         PROTO_WHO_IS,             /* worker -> coordinator: is process (host, pid) a member? */
         PROTO_WHO,                /* coordinator -> worker: answer to WHO_IS */
+        PROTO_NOTICE,             /* worker -> coordinator: a line for its log about this member */
         _PROTO_TYPE_MAX,
 };
 
@@ -255,6 +256,11 @@ struct proto_who {
         char upid[PROTO_ID_MAX + 1];
 };
 
+struct proto_notice {
+        uint8_t level;                      /* LOG_ERR .. LOG_INFO */
+        char text[PROTO_TEXT_MAX + 1];
+};
+
 struct proto_msg {
         uint16_t type;
         union {
@@ -274,6 +280,7 @@ struct proto_msg {
                 struct proto_kv kv;
                 struct proto_who_is who_is;
                 struct proto_who who;
+                struct proto_notice notice;
         } u;
 };
 

@@ -293,6 +293,9 @@ static void on_message(struct coord_conn *c, const struct proto_msg *m) {
                 case PROTO_WHO_IS:
                         coord_state_who_is(srv->state, c->token, &m->u.who_is);
                         break;
+                case PROTO_NOTICE:
+                        coord_state_notice(srv->state, c->token, &m->u.notice);
+                        break;
                 default:
                         goto unexpected;
                 }

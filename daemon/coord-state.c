@@ -311,7 +311,8 @@ static void computation_end(struct coord_state *s) {
 /* After members left: end the computation when none is left, and exit
  * with --exit-on-last. */
 static void maybe_end(struct coord_state *s) {
-        if (s->n_members > 0 || s->mode == COORD_MODE_RESTART || s->mode == COORD_MODE_KILL)
+        if (s->n_members > 0 || s->mode == COORD_MODE_RESTART || s->mode == COORD_MODE_KILL ||
+            (s->mode == COORD_MODE_CKPT && s->n_departed))
                 return;
         computation_end(s);
         if (s->cfg.exit_on_last && s->ever_joined && !s->exiting) {
@@ -454,8 +455,11 @@ static void round_end(struct coord_state *s) {
         s->phase = PROTO_PH_NONE;
         s->requester = COORD_REQ_NONE;
         s->tmpdir[0] = 0;
+        s->committing = false;
+        s->n_departed = 0;
         arm_interval(s);
         release_pending(s);
+        maybe_end(s);   /* every process ended during the checkpoint */
 }
 
 static void resume_check(struct coord_state *s) {
@@ -496,6 +500,23 @@ static void ckpt_abort(struct coord_state *s, int err, const char *reason,
         resume_check(s);
 }
 
+static void image_fill(struct manifest_image *im, const struct coord_member *m) {
+        strscpy(im->name, m->image, sizeof im->name);
+        im->bytes = m->image_bytes;
+        im->crc = m->image_crc;
+        strscpy(im->upid, m->upid, sizeof im->upid);
+        strscpy(im->program, m->program, sizeof im->program);
+        strscpy(im->host, m->host, sizeof im->host);
+}
+
+static void departed_add(struct coord_state *s, const struct coord_member *m) {
+        if (s->n_departed == s->departed_alloc) {
+                s->departed_alloc = MAX(s->departed_alloc * 2, (size_t) 16);
+                s->departed = xrealloc(s->departed, s->departed_alloc, sizeof *s->departed);
+        }
+        image_fill(&s->departed[s->n_departed++], m);
+}
+
 static void ckpt_commit(struct coord_state *s) {
         struct coord_action *a = act_new(s, COORD_ACT_COMMIT);
         struct coord_commit *c = &a->commit;
@@ -504,20 +525,18 @@ static void ckpt_commit(struct coord_state *s) {
         strscpy(c->comp_id, s->comp_id, sizeof c->comp_id);
         strscpy(c->tmpdir, s->tmpdir, sizeof c->tmpdir);
         strscpy(c->ckptdir, s->ckptdir, sizeof c->ckptdir);
-        c->images = xcalloc(s->n_members, sizeof *c->images);
-        for (size_t i = 0; i < s->n_members; i++) {
-                const struct coord_member *m = s->members[i];
-                if (!m->in_round)
-                        continue;
-                struct manifest_image *im = &c->images[c->n_images++];
-                strscpy(im->name, m->image, sizeof im->name);
-                im->bytes = m->image_bytes;
-                im->crc = m->image_crc;
-                strscpy(im->upid, m->upid, sizeof im->upid);
-                strscpy(im->program, m->program, sizeof im->program);
-                strscpy(im->host, m->host, sizeof im->host);
-        }
+        c->images = xcalloc(s->n_members + s->n_departed + 1, sizeof *c->images);
+        for (size_t i = 0; i < s->n_members; i++)
+                if (s->members[i]->in_round)
+                        image_fill(&c->images[c->n_images++], s->members[i]);
+        for (size_t i = 0; i < s->n_departed; i++)
+                c->images[c->n_images++] = s->departed[i];
+        s->commit_procs = (uint32_t) c->n_images;
+        s->commit_bytes = 0;
+        for (size_t i = 0; i < c->n_images; i++)
+                s->commit_bytes += c->images[i].bytes;
         s->commit_usec = c->time_usec;
+        s->committing = true;
 }
 
 void coord_state_commit_done(struct coord_state *s, int r, const char *reason) {
@@ -529,13 +548,8 @@ void coord_state_commit_done(struct coord_state *s, int r, const char *reason) {
                 ckpt_abort(s, r, why, NULL);
                 return;
         }
-        uint64_t bytes = 0;
-        uint32_t procs = 0;
-        for (size_t i = 0; i < s->n_members; i++)
-                if (s->members[i]->in_round) {
-                        bytes += s->members[i]->image_bytes;
-                        procs++;
-                }
+        uint64_t bytes = s->commit_bytes;
+        uint32_t procs = s->commit_procs;
         uint64_t duration = now_mono(s) - s->ckpt_start;
         s->last_gen = s->gen;
         s->last_ckpt_usec = s->commit_usec;
@@ -592,11 +606,13 @@ static void restart_complete(struct coord_state *s);
 static void barrier_check(struct coord_state *s) {
         for (;;) {
                 size_t n = n_in_round(s);
-                if (n == 0 || n_done(s, s->phase) < n)
+                bool all_departed = s->mode == COORD_MODE_CKPT && s->phase == PROTO_PH_WRITE && s->n_departed;
+                if ((n == 0 && !all_departed) || n_done(s, s->phase) < n)
                         return;
                 if (s->mode == COORD_MODE_CKPT) {
                         if (s->phase == PROTO_PH_WRITE) {
-                                ckpt_commit(s);
+                                if (!s->committing)
+                                        ckpt_commit(s);
                                 return;
                         }
                         send_go(s, s->gen, s->phase);
@@ -673,6 +689,8 @@ void coord_state_ckpt_start(struct coord_state *s, uint64_t gen, const char *tmp
         s->interval_deadline = 0;
         s->requester = blocking ? requester : COORD_REQ_NONE;
         kv_reset(s);    /* what members publish is about this checkpoint */
+        s->committing = false;
+        s->n_departed = 0;
         for (size_t i = 0; i < s->n_members; i++) {
                 struct coord_member *m = s->members[i];
                 m->in_round = true;
@@ -1045,6 +1063,18 @@ static void member_remove(struct coord_state *s, struct coord_member *m, int err
                                 barrier_check(s);
                                 break;
                         }
+                        /* One whose image is written and reported (a short
+                         * process resumed by a copy-on-write checkpoint, which
+                         * ended meanwhile) was whole at the checkpoint: its
+                         * image stays in the generation. */
+                        if (err == -ECONNRESET && m->done >= PROTO_PH_WRITE && m->image[0]) {
+                                departed_add(s, m);
+                                log_add(s, LOG_INFO, COORD_EV_NONE,
+                                        "%s ended after its image was written; it stays in checkpoint generation %" PRIu64,
+                                        who, s->gen);
+                                barrier_check(s);
+                                break;
+                        }
                         text_printf(reason, sizeof reason, "%s %s in phase %s", who, why, proto_phase_name(s->phase));
                         ckpt_abort(s, err, reason, m);
                         break;
@@ -1263,6 +1293,18 @@ void coord_state_who_is(struct coord_state *s, uint64_t conn, const struct proto
                 break;
         }
         send_to(s, conn, &r);
+}
+
+void coord_state_notice(struct coord_state *s, uint64_t conn, const struct proto_notice *n) {
+        struct coord_member *m = member_find(s, conn);
+        if (!m)
+                return;
+        if (m->pending)
+                return violation(s, m, "NOTICE before being welcomed");
+        char who[PROTO_NAME_MAX + PROTO_HOST_MAX + 64];
+        member_describe(m, who, sizeof who);
+        struct coord_log *l = log_add(s, n->level, COORD_EV_NONE, "%s: %s", who, n->text);
+        log_set_member(l, m);
 }
 
 void coord_state_kv_get(struct coord_state *s, uint64_t conn, const struct proto_kv *kv) {
@@ -1519,6 +1561,7 @@ struct coord_state *coord_state_free(struct coord_state *s) {
                 member_free(s->members[i]);
         free(s->members);
         free(s->kill_waiters);
+        free(s->departed);
         kv_reset(s);
         manifest_done(&s->rst_manifest);
         struct coord_action *a;

@@ -193,6 +193,14 @@ struct coord_state {
         uint64_t ckpt_start;            /* CLOCK_MONOTONIC */
         bool aborted;                   /* the RESUME wait follows an abort */
         uint64_t commit_usec;           /* CLOCK_REALTIME of the commit being made */
+        bool committing;                /* the COMMIT action is queued */
+        uint32_t commit_procs;
+        uint64_t commit_bytes;
+        /* Members that ended after their image was written (a short-lived
+         * process of a copy-on-write checkpoint): their images belong to
+         * the generation. */
+        struct manifest_image *departed;
+        size_t n_departed, departed_alloc;
 
         /* The restart in flight. */
         uint64_t rst_gen;
@@ -267,6 +275,8 @@ void coord_state_tick(struct coord_state *s);
 /* A member is about to exec (EXEC); who is (host, pid) (WHO_IS). */
 void coord_state_exec(struct coord_state *s, uint64_t conn);
 void coord_state_who_is(struct coord_state *s, uint64_t conn, const struct proto_who_is *q);
+/* A member's NOTICE: one line of the log, naming the member. */
+void coord_state_notice(struct coord_state *s, uint64_t conn, const struct proto_notice *n);
 
 /* How long an exec'ing member keeps its place for its new image. */
 #define COORD_EXEC_GRACE_USEC (10ULL * 1000000ULL)

@@ -36,7 +36,8 @@ struct ckpt_run {
         bool suspended;         /* user threads are parked */
         bool resumed_early;     /* copy-on-write: released after CAPTURE */
         pid_t writer;           /* snapshot child */
-        int writer_pipe;
+        int writer_pipe;        /* its result */
+        int release_fd;         /* write a byte: it may report WRITE */
         char image_name[PATH_MAX];
 };
 
@@ -162,6 +163,7 @@ static void fail_detail(char *buf, size_t size, const char *what) {
 }
 
 static void resume_program(struct ckpt_run *c) {
+        rt_fds_abandon();       /* an abort after the drain: data back first */
         rt_fds_after_drain();   /* owners back, if an abort came before */
         if (c->suspended) {
                 rt_threads_resume();
@@ -177,7 +179,10 @@ static void stop_writer(struct ckpt_run *c) {
                         ;
                 c->writer = 0;
         }
+        rt_fd_set_private(c->writer_pipe, false);
         c->writer_pipe = safe_close(c->writer_pipe);
+        rt_fd_set_private(c->release_fd, false);
+        c->release_fd = safe_close(c->release_fd);
 }
 
 /* End the process now, without letting any program code run: the stop
@@ -199,8 +204,10 @@ static void abandon(struct ckpt_run *c, int phase, int r, const char *what) {
         fail_detail(detail, sizeof detail, what);
         rt_error("checkpoint %llu failed: %s", (unsigned long long) c->begin.generation, what);
         stop_writer(c);
-        resume_program(c);
+        /* Tell the coordinator first: putting drained data back may need the
+         * other processes, which learn of the abort from it. */
         send_done(c->begin.generation, phase, r < 0 ? r : -EIO, detail, 0, 0, 0);
+        resume_program(c);
         /* Wait for the coordinator's ABORT so the next message we read belongs
          * to the next checkpoint, then say we run. */
         for (;;) {
@@ -254,30 +261,83 @@ static int open_image(struct ckpt_run *c, char *err, size_t errsize) {
 /* The snapshot child: a raw clone (not fork(3), whose atfork handlers take
  * malloc's locks that a frozen thread may hold) with no exit signal, so the
  * program gets no SIGCHLD and its wait(-1) never sees it. It keeps only the
- * image and the result pipe open. */
-static pid_t spawn_writer(int img_fd, int pipe_wr, const struct wr_request *req) {
+ * image, the result and release pipes and the coordinator connection open.
+ *
+ * Once the image is written and the parent has passed the last barrier
+ * before the program resumes (a byte on the release pipe), the writer
+ * reports PHASE_DONE(WRITE) itself, on the parent's connection: a short
+ * process the copy-on-write checkpoint let go may have ended meanwhile, and
+ * its image is whole all the same. The writer outlives its parent for
+ * that; it ends without reporting if the parent is gone before the
+ * release. */
+struct writer_args {
+        int img_fd, res_fd, release_fd;
+        const struct wr_request *req;
+        const char *image_name;
+        uint64_t t_start;
+};
+
+static _Noreturn void writer_main(const struct writer_args *a) {
+        if (raw_syscall0(SYS_getppid) != rt.pid)
+                raw_syscall1(SYS_exit_group, 1);
+        /* stderr stays only for DMTCP_TRACE: a reader waiting for EOF on the
+         * program's stderr must not wait for us. */
+        int keep[4] = { a->img_fd, a->res_fd, a->release_fd, rt.coord_fd };
+        for (int i = 1; i < 4; i++)
+                for (int k = i; k > 0 && keep[k] < keep[k - 1]; k--) {
+                        int t = keep[k];
+                        keep[k] = keep[k - 1];
+                        keep[k - 1] = t;
+                }
+        int from = log_get_max_level() >= LOG_DEBUG ? 3 : 0;
+        for (int i = 0; i < 4; i++) {
+                if (keep[i] < 0)
+                        continue;
+                if (keep[i] > from)
+                        raw_syscall3(SYS_close_range, from, (long) keep[i] - 1, 0);
+                from = MAX(from, keep[i] + 1);
+        }
+        raw_syscall3(SYS_close_range, from, ~0U, 0);
+        struct sigaction ign = { .sa_handler = SIG_IGN };
+        rt_real_sigaction(SIGPIPE, &ign, NULL);
+
+        struct wr_result res;
+        int r = rt_write_image(a->req, &res);
+        if (r < 0 && !res.err[0])
+                snprintf(res.err, sizeof res.err, "%s", strerror(-r));
+        char b;
+        long k;
+        while ((k = raw_syscall3(SYS_read, a->release_fd, (long) &b, 1)) == -EINTR)
+                ;
+        res.reported = false;
+        if (k == 1) {
+                char detail[PROTO_PATH_MAX];
+                if (r < 0)
+                        fail_detail(detail, sizeof detail, res.err);
+                res.reported = send_done(a->req->generation, PROTO_PH_WRITE, r < 0 ? r : 0,
+                                         r < 0 ? detail : a->image_name, res.size, res.crc,
+                                         now_usec(CLOCK_MONOTONIC) - a->t_start) == 0;
+        }
+        raw_syscall3(SYS_write, a->res_fd, (long) &res, sizeof res);
+        raw_syscall1(SYS_exit_group, r < 0 ? 1 : 0);
+        __builtin_unreachable();
+}
+
+static pid_t spawn_writer(const struct writer_args *a) {
         long pid = raw_syscall5(SYS_clone, 0 /* no exit signal */, 0, 0, 0, 0);
         if (pid != 0)
                 return (pid_t) pid;
-        raw_syscall2(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
-        if (raw_syscall0(SYS_getppid) != rt.pid)
-                raw_syscall1(SYS_exit_group, 1);
-        int keep[2] = { MIN(img_fd, pipe_wr), MAX(img_fd, pipe_wr) };
-        /* stderr stays only for DMTCP_TRACE: a reader waiting for EOF on the
-         * program's stderr must not wait for us. */
-        int low = log_get_max_level() >= LOG_DEBUG ? 3 : 0;
-        if (keep[0] > low)
-                raw_syscall3(SYS_close_range, low, (long) keep[0] - 1, 0);
-        if (keep[1] > keep[0] + 1)
-                raw_syscall3(SYS_close_range, (long) keep[0] + 1, (long) keep[1] - 1, 0);
-        raw_syscall3(SYS_close_range, (long) keep[1] + 1, ~0U, 0);
-        struct wr_result res;
-        int r = rt_write_image(req, &res);
-        if (r < 0 && !res.err[0])
-                snprintf(res.err, sizeof res.err, "%s", strerror(-r));
-        raw_syscall3(SYS_write, pipe_wr, (long) &res, sizeof res);
-        raw_syscall1(SYS_exit_group, r < 0 ? 1 : 0);
-        __builtin_unreachable();
+        writer_main(a);
+}
+
+/* Let the writer report: the program may run (and end) from now on. */
+static void release_writer(struct ckpt_run *c) {
+        if (c->release_fd >= 0) {
+                char b = 1;
+                raw_syscall3(SYS_write, c->release_fd, (long) &b, 1);
+                rt_fd_set_private(c->release_fd, false);
+                c->release_fd = safe_close(c->release_fd);
+        }
 }
 
 /* Wait for the snapshot child's result, watching for an abort. */
@@ -295,6 +355,7 @@ static int wait_writer(struct ckpt_run *c, struct wr_result *res) {
                         while (waitpid(c->writer, &st, __WCLONE) < 0 && errno == EINTR)
                                 ;
                         c->writer = 0;
+                        rt_fd_set_private(c->writer_pipe, false);
                         c->writer_pipe = safe_close(c->writer_pipe);
                         if (k != (ssize_t) sizeof *res) {
                                 snprintf(res->err, sizeof res->err, "the snapshot writer died (%s)",
@@ -316,7 +377,7 @@ static int wait_writer(struct ckpt_run *c, struct wr_result *res) {
 }
 
 static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
-        struct ckpt_run c = { .begin = *begin, .writer_pipe = -1 };
+        struct ckpt_run c = { .begin = *begin, .writer_pipe = -1, .release_fd = -1 };
         char err[PROTO_TEXT_MAX];
         const uint64_t gen = begin->generation;
         const bool kill_after = begin->flags & PROTO_CKPT_KILL_AFTER;
@@ -341,7 +402,9 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
                 return abandon(&c, PROTO_PH_SUSPEND, -ENOMEM, "out of memory");
 
         /* While the program still runs: smaps flags and library checksums. */
+        rt_fork_lock();
         r = rt_mem_presuspend();
+        rt_fork_unlock();
         if (r < 0)
                 return abandon(&c, PROTO_PH_SUSPEND, r, "cannot read the memory map");
 
@@ -350,7 +413,7 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         c.suspended = true;
         if (r < 0)
                 return abandon(&c, PROTO_PH_SUSPEND, r, err);
-        r = rt_wait_children(begin, err, sizeof err);
+        r = rt_wait_children(err, sizeof err);
         if (r == -ECANCELED)
                 goto aborted_pushed;
         if (r == -ECONNRESET)
@@ -364,6 +427,11 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         send_done(gen, PROTO_PH_SUSPEND, 0, NULL, 0, 0, t_suspended - t0);
         if ((r = wait_go(&c, PROTO_PH_SUSPEND)) < 0)
                 goto aborted;
+        r = rt_children_after_suspend(err, sizeof err);
+        if (r == -ECANCELED)
+                goto aborted_pushed;
+        if (r < 0)
+                return abandon(&c, PROTO_PH_ELECT, r, err);
 
         /* Descriptors shared between processes: elect who saves each. */
         if ((r = rt_fds_elect(err, sizeof err)) < 0)
@@ -421,15 +489,26 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         }
 
         if (cow) {
-                int p[2];
+                int p[2], rel[2];
                 if (pipe2(p, O_CLOEXEC) < 0) {
                         raw_syscall1(SYS_close, img_fd);
                         return abandon(&c, PROTO_PH_CAPTURE, -errno, "cannot create a pipe");
                 }
-                c.writer = spawn_writer(img_fd, p[1], &req);
+                if (pipe2(rel, O_CLOEXEC) < 0) {
+                        raw_syscall1(SYS_close, img_fd);
+                        raw_syscall1(SYS_close, p[0]);
+                        raw_syscall1(SYS_close, p[1]);
+                        return abandon(&c, PROTO_PH_CAPTURE, -errno, "cannot create a pipe");
+                }
+                struct writer_args wa = { img_fd, p[1], rel[0], &req, c.image_name, now_usec(CLOCK_MONOTONIC) };
+                c.writer = spawn_writer(&wa);
                 raw_syscall1(SYS_close, p[1]);
+                raw_syscall1(SYS_close, rel[0]);
                 raw_syscall1(SYS_close, img_fd);
                 c.writer_pipe = p[0];
+                c.release_fd = rel[1];
+                rt_fd_set_private(p[0], true);
+                rt_fd_set_private(rel[1], true);
                 if (c.writer < 0) {
                         r = c.writer;
                         c.writer = 0;
@@ -447,8 +526,9 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         if ((r = wait_go(&c, PROTO_PH_REFILL)) < 0)
                 goto aborted;
 
-        struct wr_result res;
+        struct wr_result res = { 0 };
         if (cow) {
+                release_writer(&c);
                 if (!kill_after) {
                         resume_program(&c);
                         c.resumed_early = true;
@@ -461,10 +541,18 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
                 r = rt_write_image(&req, &res);
                 raw_syscall1(SYS_close, img_fd);
         }
+        if (r < 0 && res.reported) {
+                /* The writer said so already: wait for the abort. */
+                rt_error("checkpoint %llu failed: %s", (unsigned long long) gen, res.err);
+                r = wait_go(&c, -1);
+                goto aborted;
+        }
         if (r < 0)
                 return abandon(&c, PROTO_PH_WRITE, r, res.err);
         rt_trace("image written");
-        send_done(gen, PROTO_PH_WRITE, 0, c.image_name, res.size, res.crc, now_usec(CLOCK_MONOTONIC) - t_captured);
+        if (!res.reported)
+                send_done(gen, PROTO_PH_WRITE, 0, c.image_name, res.size, res.crc,
+                          now_usec(CLOCK_MONOTONIC) - t_captured);
 
         /* Wait for the verdict. */
         for (;;) {
@@ -528,8 +616,11 @@ static void do_checkpoint(const struct proto_ckpt_begin *begin) {
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         for (;;) {
                 uint32_t c = atomic_load(&rt.crit);
-                if (c == 0 || now_usec(CLOCK_MONOTONIC) - t0 > 10000000)
+                if (c == 0 || now_usec(CLOCK_MONOTONIC) - t0 > 10000000) {
+                        if (c)
+                                rt_warn("checkpoint: %u thread(s) still starting a program after 10 s; going on", c);
                         break;
+                }
                 struct timespec ts = { 0, 10 * 1000 * 1000 };
                 raw_futex_wait((uint32_t *) &rt.crit, c, &ts);
         }

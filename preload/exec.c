@@ -145,9 +145,13 @@ static size_t env_count(char *const env[]) {
 }
 
 /* The exec critical section: no exec while this process is checkpointed,
- * and no checkpoint starts while an exec is being announced. Not for a
- * vfork child, which shares our memory and must not talk for us. */
-static bool exec_enter(void) {
+ * and no checkpoint starts while an exec is being announced. The new
+ * environment is built inside it: a checkpoint (and a restart, with a new
+ * coordinator) cannot come between building it and the exec. Not for a
+ * vfork child, which shares our memory and must not talk for us. announce:
+ * tell the coordinator this process is about to exec (not for posix_spawn,
+ * whose child execs). */
+static bool exec_enter(bool announce) {
         if (!rt.initialized || (pid_t) raw_getpid() != rt.pid)
                 return false;
         for (;;) {
@@ -163,10 +167,18 @@ static bool exec_enter(void) {
                 atomic_fetch_sub(&rt.crit, 1);
                 raw_futex_wake((uint32_t *) &rt.crit, 1);
         }
-        if (rt.coord_fd >= 0) {
-                struct proto_msg m;
-                proto_init(&m, PROTO_EXEC);
-                proto_send(rt.coord_fd, &m);
+        if (announce) {
+                /* Wait for a join in flight (it holds the fork lock), and
+                 * start none until the exec: the coordinator must hear of
+                 * the exec from a member it knows, or not know us at all. */
+                rt_fork_lock();
+                atomic_store(&rt.exec_pending, 1);
+                if (rt.coord_fd >= 0) {
+                        struct proto_msg m;
+                        proto_init(&m, PROTO_EXEC);
+                        proto_send(rt.coord_fd, &m);
+                }
+                rt_fork_unlock();
         }
         return true;
 }
@@ -174,16 +186,17 @@ static bool exec_enter(void) {
 static void exec_leave(bool entered) {
         if (!entered)
                 return;
+        atomic_store(&rt.exec_pending, 0);      /* the exec failed */
         atomic_fetch_sub(&rt.crit, 1);
         raw_futex_wake((uint32_t *) &rt.crit, 1);
 }
 
-#define WITH_ENV(env, body)                                                     \
+#define WITH_ENV(env, announce, body)                                           \
         do {                                                                    \
                 char *ptrs_[env_count(env) + 16];                               \
                 struct env_strings strs_;                                       \
+                bool entered_ = exec_enter(announce);                           \
                 char *const *new_env = rt.initialized ? build_env(env, ptrs_, &strs_) : (env); \
-                bool entered_ = exec_enter();                                   \
                 body;                                                           \
                 int saved_ = errno;                                             \
                 exec_leave(entered_);                                           \
@@ -193,28 +206,28 @@ static void exec_leave(bool entered) {
 _public_ int execve(const char *path, char *const argv[], char *const envp[]) {
         RESOLVE(real_execve, "execve");
         int r = -1;
-        WITH_ENV(envp, r = real_execve(path, argv, new_env));
+        WITH_ENV(envp, true, r = real_execve(path, argv, new_env));
         return r;
 }
 
 _public_ int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags) {
         RESOLVE(real_execveat, "execveat");
         int r = -1;
-        WITH_ENV(envp, r = real_execveat(dirfd, path, argv, new_env, flags));
+        WITH_ENV(envp, true, r = real_execveat(dirfd, path, argv, new_env, flags));
         return r;
 }
 
 _public_ int fexecve(int fd, char *const argv[], char *const envp[]) {
         RESOLVE(real_fexecve, "fexecve");
         int r = -1;
-        WITH_ENV(envp, r = real_fexecve(fd, argv, new_env));
+        WITH_ENV(envp, true, r = real_fexecve(fd, argv, new_env));
         return r;
 }
 
 _public_ int execvpe(const char *file, char *const argv[], char *const envp[]) {
         RESOLVE(real_execvpe, "execvpe");
         int r = -1;
-        WITH_ENV(envp, r = real_execvpe(file, argv, new_env));
+        WITH_ENV(envp, true, r = real_execvpe(file, argv, new_env));
         return r;
 }
 
@@ -269,21 +282,17 @@ _public_ int execle(const char *path, const char *arg, ...) {
 _public_ int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
                          const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
         RESOLVE(real_posix_spawn, "posix_spawn");
-        if (!rt.initialized)
-                return real_posix_spawn(pid, path, fa, attr, argv, envp);
-        char *ptrs[env_count(envp) + 16];
-        struct env_strings strs;
-        return real_posix_spawn(pid, path, fa, attr, argv, build_env(envp, ptrs, &strs));
+        int r = -1;
+        WITH_ENV(envp, false, r = real_posix_spawn(pid, path, fa, attr, argv, new_env));
+        return r;
 }
 
 _public_ int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                           const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
         RESOLVE(real_posix_spawnp, "posix_spawnp");
-        if (!rt.initialized)
-                return real_posix_spawnp(pid, file, fa, attr, argv, envp);
-        char *ptrs[env_count(envp) + 16];
-        struct env_strings strs;
-        return real_posix_spawnp(pid, file, fa, attr, argv, build_env(envp, ptrs, &strs));
+        int r = -1;
+        WITH_ENV(envp, false, r = real_posix_spawnp(pid, file, fa, attr, argv, new_env));
+        return r;
 }
 
 /* After a restart the coordinator's address and the inherited descriptors

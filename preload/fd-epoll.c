@@ -313,7 +313,7 @@ static int epoll_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, s
                         return -EOPNOTSUPP;
                 }
         }
-        f->kstate = s;
+        f->priv = s;
         f->d.size = s->n;
         return 0;
 }
@@ -336,7 +336,7 @@ static int request_remote(struct rt_fd *f, struct epoll_watch *w, char *err, siz
 static int epoll_restore(struct rt_fd *f, char *err, size_t errsize) {
         if (f->d.aux & EVFD_AUX_DUP)
                 return evfd_restore_dup(f, err, errsize);
-        struct epoll_state *s = f->kstate;
+        struct epoll_state *s = f->priv;
         for (uint32_t i = 0; s && i < s->n; i++) {
                 int r = s->w[i].via < 0 && !s->w[i].by_other ? request_remote(f, &s->w[i], err, errsize) : 0;
                 if (r < 0)
@@ -386,7 +386,7 @@ static bool disarmed(const struct epoll_watch *w) {
 }
 
 static int epoll_rst_refill(struct rt_fd *f, char *err, size_t errsize) {
-        struct epoll_state *s = f->kstate;
+        struct epoll_state *s = f->priv;
         if ((f->d.aux & EVFD_AUX_DUP) || !s)
                 return 0;
         int r;
@@ -433,12 +433,12 @@ static int epoll_follower_save(const struct rt_fd_probe *p, struct rt_fd *f, cha
                 if (adder == rt.pid)
                         s->w[s->n++] = all->w[i];
         }
-        f->kstate = s;
+        f->priv = s;
         return 0;
 }
 
 static int epoll_follower_rst_refill(struct rt_fd *f, char *err, size_t errsize) {
-        struct epoll_state *s = f->kstate;
+        struct epoll_state *s = f->priv;
         for (uint32_t i = 0; s && i < s->n; i++) {
                 struct epoll_event ev = { .events = s->w[i].events, .data.u64 = s->w[i].data };
                 long r = raw_syscall4(SYS_epoll_ctl, f->d.fd, EPOLL_CTL_ADD, s->w[i].tfd, (long) &ev);

@@ -439,14 +439,14 @@ static int timerfd_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err,
         f->d.size = s->ticks;
         f->d.rdev = (uint64_t) s->clock;
         f->d.aux |= s->flags & (TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET);
-        f->kstate = s;
+        f->priv = s;
         return 0;
 }
 
 static int timerfd_restore(struct rt_fd *f, char *err, size_t errsize) {
         if (f->d.aux & EVFD_AUX_DUP)
                 return evfd_restore_dup(f, err, errsize);
-        const struct timerfd_state *s = f->kstate;
+        const struct timerfd_state *s = f->priv;
         if (!s) {
                 snprintf(err, errsize, "fd %d: the timerfd's saved settings are missing", f->d.fd);
                 return -EBADMSG;

@@ -197,7 +197,7 @@ static int inotify_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err,
                         s->w[k] = s->w[k - 1];
                 s->w[k] = t;
         }
-        f->kstate = s;
+        f->priv = s;
         f->d.size = s->n;
         return 0;
 }
@@ -238,7 +238,7 @@ static int add_numbered(int fd, const struct inotify_watch *w, const struct inot
 static int inotify_restore(struct rt_fd *f, char *err, size_t errsize) {
         if (f->d.aux & EVFD_AUX_DUP)
                 return evfd_restore_dup(f, err, errsize);
-        const struct inotify_state *s = f->kstate;
+        const struct inotify_state *s = f->priv;
         long fd = raw_syscall1(SYS_inotify_init1, IN_CLOEXEC | IN_NONBLOCK);
         if (fd < 0 || !s) {
                 snprintf(err, errsize, "fd %d: cannot create an inotify instance: %s", f->d.fd,

@@ -314,7 +314,7 @@ static int ptmx_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, si
                 snprintf(err, errsize, "fd %d (pty master /dev/pts/%u): %s", m, s->index, why);
                 return r;
         }
-        f->kstate = s;
+        f->priv = s;
         f->d.size = (uint64_t) s->in_len + s->out_len;
         rt_debug("fd %d (pty master /dev/pts/%u): kept %u bytes typed in, %u bytes out", m, s->index, s->in_len,
                  s->out_len);
@@ -377,7 +377,7 @@ static int open_pty(const struct rt_fd *f, uint32_t want, uint32_t *got) {
 static int ptmx_restore(struct rt_fd *f, char *err, size_t errsize) {
         if (f->d.aux & EVFD_AUX_DUP)
                 return evfd_restore_dup(f, err, errsize);
-        const struct ptmx_state *s = f->kstate;
+        const struct ptmx_state *s = f->priv;
         if (!s) {
                 snprintf(err, errsize, "fd %d: the pty's saved state is missing", f->d.fd);
                 return -EBADMSG;
@@ -487,7 +487,7 @@ static int pts_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err, siz
         s->index = index < 0 ? 0 : (uint32_t) index;
         f->d.offset = s->index;
         f->d.aux |= is_devtty(p->st.st_rdev) ? IMG_PTS_DEVTTY : 0;
-        f->kstate = s;
+        f->priv = s;
         if (f->d.aux & EVFD_AUX_DUP) {
                 const struct rt_fd *o = fd_entry(f->d.leader_fd);
                 if (o && o->d.kind == IMG_FD_TTY) {
@@ -584,7 +584,7 @@ int evfd_pty_settle(char *err, size_t errsize) {
         for (int pass = 0; pass < 3; pass++)
                 for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
                         struct rt_fd *f = &rt_cap->fds[i];
-                        struct pts_state *s = f->kstate;
+                        struct pts_state *s = f->priv;
                         int want = (f->d.aux & EVFD_AUX_DUP) ? 2 : (f->d.aux & IMG_PTS_DEVTTY) ? 1 : 0;
                         if (f->d.kind != IMG_FD_PTY_SLAVE || !s || s->settled || want != pass)
                                 continue;

@@ -36,6 +36,7 @@ static const struct rt_fd_ops *const kinds[] = {
         &rt_fd_pts_ops,                 /* before tty: a pty slave whose master we have */
         &rt_fd_tty_ops,
         &rt_fd_pipe_ops,
+        &rt_fd_socket_ops,
         &rt_fd_fifo_ops,
         &rt_fd_eventfd_ops,
         &rt_fd_signalfd_ops,
@@ -80,6 +81,28 @@ void rt_fd_set_private(int fd, bool on) {
                 }
         if (on && n_private_fds < ARRAY_SIZE(private_fds))
                 private_fds[n_private_fds++] = fd;
+}
+
+/* Open while the program may be running: POSIX promises it the lowest free
+ * descriptor on each open, and a program that closes one of its descriptors
+ * twice (bash does) would close ours if it sat there. So ours leaves the
+ * low range at once (a window of microseconds, not the whole use). */
+int rt_open_quietly(const char *path, int flags) {
+        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path, flags | O_CLOEXEC, 0);
+        if (fd < 0 || fd >= RT_FD_BASE)
+                return fd;
+        int high = (int) raw_syscall3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, RT_FD_BASE);
+        raw_syscall1(SYS_close, fd);
+        return high;
+}
+
+void rt_fds_close_private(void) {
+        rt.coord_fd = safe_close(rt.coord_fd);
+        for (uint32_t i = 0; i < n_private_fds; i++) {
+
+                raw_syscall1(SYS_close, private_fds[i]);
+        }
+        n_private_fds = 0;
 }
 
 char *rt_strdup_state(const char *s) {
@@ -321,6 +344,7 @@ static void fds_key(char *key, size_t size, pid_t pid, uint32_t page) {
 }
 
 static bool elected;    /* owners changed: put them back */
+static bool resolving;  /* GO(ELECT) came and REFILL is not done: kinds may have drained */
 
 int rt_fds_elect(char *err, size_t errsize) {
         struct fds_page pg;
@@ -354,9 +378,17 @@ int rt_fds_elect(char *err, size_t errsize) {
         char key[PROTO_KEY_MAX + 1];
         fds_key(key, sizeof key, rt.pid, page);
         int r = rt_kv_put(key, &pg, offsetof(struct fds_page, e) + pg.n * sizeof(struct fds_entry));
-        if (r < 0)
+        if (r < 0) {
                 snprintf(err, errsize, "cannot publish descriptors: %s", strerror(-r));
-        return r;
+                return r;
+        }
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                const struct rt_fd_ops *ops = ops_of(f);
+                if (ops->announce && (r = ops->announce(f, err, errsize)) < 0)
+                        return r;
+        }
+        return 0;
 }
 
 /* Which of the leader's descriptors is the same description as our fd? */
@@ -403,6 +435,7 @@ int rt_fds_upid_of(pid_t pid, char *upid, size_t size) {
 }
 
 int rt_fds_resolve(char *err, size_t errsize) {
+        resolving = true;
         for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
                 struct rt_fd *f = &rt_cap->fds[i];
                 if (!f->shareable)
@@ -486,7 +519,29 @@ int rt_fds_refill(char *err, size_t errsize) {
                                 return r;
                 }
         }
+        resolving = false;
         return 0;
+}
+
+void rt_fds_abandon(void) {
+        if (!resolving)
+                return;
+        resolving = false;
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                if (f->shareable && elected) {
+                        /* The election is settled even if resolving stopped early. */
+                        struct f_owner_ex o = { 0 };
+                        raw_syscall3(SYS_fcntl, f->d.fd, F_GETOWN_EX, (long) &o);
+                        f->leader = !(o.type == F_OWNER_PID && o.pid != rt.pid && o.pid > 0);
+                }
+        }
+        for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
+                struct rt_fd *f = &rt_cap->fds[i];
+                const struct rt_fd_ops *ops = ops_of(f);
+                if (f->leader && ops->abandon)
+                        ops->abandon(f);
+        }
 }
 
 static const struct rt_fd_ops *ops_by_kind(uint32_t kind) {

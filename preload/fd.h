@@ -26,6 +26,9 @@ struct rt_fd_ops {
         bool shareable;                 /* may be shared between processes: elected */
         /* Is this descriptor of our kind? (every process) */
         bool (*match)(const struct rt_fd_probe *p);
+        /* ELECT, every process holding it, before the barrier: announce what
+         * peers must know before they drain (KV_PUT). */
+        int (*announce)(struct rt_fd *f, char *err, size_t errsize);
         /* After the election: publish what peers must know (KV_PUT). */
         int (*publish)(struct rt_fd *f, char *err, size_t errsize);
         /* DRAIN: take in-flight data out of kernel buffers, into f->data. */
@@ -34,6 +37,10 @@ struct rt_fd_ops {
         int (*save)(const struct rt_fd_probe *p, struct rt_fd *out, char *err, size_t errsize);
         /* REFILL (after a checkpoint): put drained data back. */
         int (*refill)(struct rt_fd *f, char *err, size_t errsize);
+        /* The checkpoint was abandoned after GO(ELECT), before REFILL was
+         * done: put back whatever the drain took (or would have taken: a
+         * peer may have drained). */
+        void (*abandon)(struct rt_fd *f);
         /* Restart, RST_RESTORE: recreate it at f->d.fd. Returns 0 when in
          * place, 1 when it comes from another process (connect). */
         int (*restore)(struct rt_fd *f, char *err, size_t errsize);
@@ -51,7 +58,7 @@ struct rt_fd_ops {
 };
 
 extern const struct rt_fd_ops rt_fd_external_ops, rt_fd_regular_ops, rt_fd_directory_ops,
-        rt_fd_chardev_ops, rt_fd_tty_ops, rt_fd_pipe_ops, rt_fd_eventfd_ops, rt_fd_signalfd_ops,
+        rt_fd_chardev_ops, rt_fd_tty_ops, rt_fd_pipe_ops, rt_fd_socket_ops, rt_fd_eventfd_ops, rt_fd_signalfd_ops,
         rt_fd_timerfd_ops, rt_fd_inotify_ops, rt_fd_epoll_ops, rt_fd_fifo_ops, rt_fd_ptmx_ops, rt_fd_pts_ops;
 
 /* Helpers shared by kinds. */
@@ -79,5 +86,6 @@ int rt_mailbox_run(char *err, size_t errsize);
 enum rt_mailbox_type {
         RT_MB_DESC = 1,                 /* what = the leader's descriptor number */
         RT_MB_PIPE_WRITE,               /* what = the pipe's inode: its write end */
+        RT_MB_SOCK_PEER,                /* what = a Unix socket's saved inode: the new socket */
         RT_MB_PTY_SLAVE,                /* what = the pty's number at the checkpoint: its slave */
 };

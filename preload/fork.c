@@ -11,8 +11,10 @@
  * coordinator holds the place of. Children that exited but were not reaped
  * are recorded with their status, for the restart to recreate. */
 #include <dirent.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -26,8 +28,14 @@
 void rt_atfork_child(void) {
         if (!rt.initialized)
                 return;
-        /* Our copy of the parent's connection is the parent's: drop it. */
-        rt.coord_fd = safe_close(rt.coord_fd);
+        /* The parent's connection and other descriptors of its runtime (a
+         * snapshot writer's pipe) are not ours, nor the program's. */
+        rt_fds_close_private();
+        /* A fork while our parent's checkpoint thread was starting a
+         * checkpoint (before it stopped the threads): none runs here. */
+        atomic_store(&rt.ckpt_active, 0);
+        atomic_store(&rt.crit, 0);
+        atomic_store(&rt.exec_pending, 0);
         rt.pid = (pid_t) raw_getpid();
         rt.ckpt_tid = 0;
         rt_threads_forget_all();
@@ -139,18 +147,71 @@ static int who_is(pid_t pid, uint8_t *status) {
         return r == -ECANCELED ? r : r < 0 ? -ECONNRESET : 0;
 }
 
-int rt_wait_children(const struct proto_ckpt_begin *begin, char *err, size_t errsize) {
+/* A child that has just exec'd shows no runtime in its maps until the
+ * dynamic loader has mapped it: will it? Its environment has our library in
+ * LD_PRELOAD (exec passes it on), its program is dynamic (an interpreter),
+ * and it is not set-user or set-group-id (the loader would ignore
+ * LD_PRELOAD). */
+static bool will_run_runtime(pid_t pid) {
+        static char env[256 * 1024];
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/environ", (int) pid);
+        ssize_t n = read_small_file(path, env, sizeof env);
+        if (n <= 0)
+                return false;
+        bool preload = false;
+        for (const char *p = env; p < env + n; p += strlen(p) + 1)
+                if (!strncmp(p, "LD_PRELOAD=", 11) && strstr(p, "/libdmtcp.so"))
+                        preload = true;
+        if (!preload)
+                return false;
+        snprintf(path, sizeof path, "/proc/%d/exe", (int) pid);
+        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0)
+                return false;
+        struct stat st;
+        Elf64_Ehdr eh;
+        bool dynamic = false;
+        if (fstat(fd, &st) == 0 && !(st.st_mode & (S_ISUID | S_ISGID)) && pread_full(fd, &eh, sizeof eh, 0) == 0 &&
+            !memcmp(eh.e_ident, ELFMAG, SELFMAG) && eh.e_phentsize == sizeof(Elf64_Phdr) && eh.e_phnum < 256) {
+                Elf64_Phdr ph[256];
+                if (pread_full(fd, ph, eh.e_phnum * sizeof(Elf64_Phdr), (off_t) eh.e_phoff) == 0)
+                        for (int i = 0; i < eh.e_phnum; i++)
+                                dynamic |= ph[i].p_type == PT_INTERP;
+        }
+        raw_syscall1(SYS_close, fd);
+        return dynamic;
+}
+
+static bool recorded_zombie(pid_t pid) {
+        for (uint32_t i = 0; i < rt_cap->n_children; i++)
+                if (rt_cap->children[i].pid == (uint32_t) pid)
+                        return true;
+        return false;
+}
+
+/* Settle every child: an exited one (zombie) is recorded, one under the
+ * runtime must be a member of the checkpoint in flight. after_suspend: the
+ * coordinator said everyone is suspended, so a child that is neither a
+ * zombie nor in the round is on its way out (it ended before it was
+ * suspended, and the checkpoint goes on without it): wait for it to become
+ * the zombie the restart must recreate. */
+static int settle_children(bool after_suspend, char *err, size_t errsize) {
         static pid_t kids[16384];
         int n = list_children(kids, (int) ARRAY_SIZE(kids));
         if (n < 0)
                 return 0;
-        rt_cap->children = rt_alloc(RT_ARENA_STATE, ((size_t) n + 1) * sizeof(struct img_child));
-        if (!rt_cap->children)
-                return -ENOMEM;
-        rt_cap->n_children = 0;
+        if (!rt_cap->children) {
+                rt_cap->children = rt_alloc(RT_ARENA_STATE, ARRAY_SIZE(kids) * sizeof(struct img_child));
+                if (!rt_cap->children)
+                        return -ENOMEM;
+                rt_cap->n_children = 0;
+        }
         uint64_t deadline = now_usec(CLOCK_MONOTONIC) + CHILD_JOIN_TIMEOUT_USEC;
         for (int i = 0; i < n; i++) {
                 pid_t pid = kids[i];
+                if (recorded_zombie(pid))
+                        continue;
                 for (;;) {
                         char st = proc_state(pid);
                         if (st == 0)
@@ -161,30 +222,37 @@ int rt_wait_children(const struct proto_ckpt_begin *begin, char *err, size_t err
                                     si.si_pid == pid) {
                                         struct img_child *c = &rt_cap->children[rt_cap->n_children++];
                                         *c = (struct img_child) { (uint32_t) pid, si.si_code, si.si_status, 0 };
+                                        break;
+                                }
+                                if (st == 'Z')
+                                        break;  /* auto-reaped (SIGCHLD ignored) */
+                        } else if (!runs_runtime(pid) && !will_run_runtime(pid)) {
+                                if (!after_suspend) {
+                                        char comm[32];
+                                        proc_comm(pid, comm, sizeof comm);
+                                        rt_warn("child %d (%s) does not run under dmtcp (static, setuid, or its "
+                                                "environment was cleared); it is not part of the checkpoint",
+                                                (int) pid, comm);
                                 }
                                 break;
-                        }
-                        if (!runs_runtime(pid)) {
-                                char comm[32];
-                                proc_comm(pid, comm, sizeof comm);
-                                rt_warn("child %d (%s) does not run under dmtcp (static, setuid, or its environment "
-                                        "was cleared); it is not part of the checkpoint", (int) pid, comm);
-                                break;
-                        }
-                        uint8_t status;
-                        int r = who_is(pid, &status);
-                        if (r < 0)
-                                return r;
-                        if (status == PROTO_WHO_IN_ROUND)
-                                break;
-                        if (status == PROTO_WHO_MEMBER) {
-                                snprintf(err, errsize, "child %d is a member outside this checkpoint", (int) pid);
-                                return -EPROTO;
+                        } else {
+                                uint8_t status;
+                                int r = who_is(pid, &status);
+                                if (r < 0)
+                                        return r;
+                                if (status == PROTO_WHO_IN_ROUND)
+                                        break;
+                                if (status == PROTO_WHO_MEMBER && !after_suspend) {
+                                        snprintf(err, errsize, "child %d is a member outside this checkpoint",
+                                                 (int) pid);
+                                        return -EPROTO;
+                                }
                         }
                         if (now_usec(CLOCK_MONOTONIC) > deadline) {
                                 char comm[32];
                                 proc_comm(pid, comm, sizeof comm);
-                                snprintf(err, errsize, "child %d (%s) did not join the computation within %llu s",
+                                snprintf(err, errsize, after_suspend ? "child %d (%s) left the checkpoint but did not end"
+                                                                     : "child %d (%s) did not join the computation within %llu s",
                                          (int) pid, comm, CHILD_JOIN_TIMEOUT_USEC / 1000000);
                                 return -ETIMEDOUT;
                         }
@@ -193,4 +261,12 @@ int rt_wait_children(const struct proto_ckpt_begin *begin, char *err, size_t err
                 }
         }
         return 0;
+}
+
+int rt_wait_children(char *err, size_t errsize) {
+        return settle_children(false, err, errsize);
+}
+
+int rt_children_after_suspend(char *err, size_t errsize) {
+        return settle_children(true, err, errsize);
 }

@@ -45,6 +45,7 @@ static void read_secret(void) {
 
 static int config_from_env(void) {
         struct rt_config *c = &rt.cfg;
+        coord_fd_floor = RT_FD_BASE;
         const char *job = getenv("DMTCP_JOB");
         if (job && job_name_valid(job))
                 strscpy(c->job, job, sizeof c->job);
@@ -147,9 +148,63 @@ static int coord_join_worker(char *reason, size_t rsize) {
         return 0;
 }
 
+/* While the runtime has a descriptor of its own open and program threads
+ * may run (connecting, reading /proc files before and during the
+ * suspension, in the checkpoint signal handler), a fork would give the
+ * child a descriptor no one knows of, which its next checkpoint would take
+ * for the program's. Such opens hold this lock, and fork takes it too
+ * (pthread_atfork). A raw futex lock, usable in the signal handler; the
+ * forking thread blocks the checkpoint signal while it holds it, so no
+ * thread is ever stopped holding it. */
+static _Atomic uint32_t fork_lock;
+static __thread uint64_t fork_saved_mask;
+
+void rt_fork_lock(void) {
+        uint64_t block = 1ULL << (rt.cfg.sigckpt - 1);
+        raw_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, (long) &block, (long) &fork_saved_mask, 8);
+        uint32_t z = 0;
+        while (!atomic_compare_exchange_weak(&fork_lock, &z, 1)) {
+                if (z)
+                        raw_futex_wait((uint32_t *) &fork_lock, z, NULL);
+                z = 0;
+        }
+}
+
+void rt_fork_unlock(void) {
+        atomic_store(&fork_lock, 0);
+        raw_futex_wake((uint32_t *) &fork_lock, 1);
+        raw_syscall4(SYS_rt_sigprocmask, SIG_SETMASK, (long) &fork_saved_mask, 0, 8);
+}
+
+static void atfork_child(void) {
+        atomic_store(&fork_lock, 0);
+        raw_syscall4(SYS_rt_sigprocmask, SIG_SETMASK, (long) &fork_saved_mask, 0, 8);
+        rt_atfork_child();
+}
+
+ssize_t rt_read_proc(const char *path, char *buf, size_t size) {
+        rt_fork_lock();
+        int fd = rt_open_quietly(path, O_RDONLY);
+        ssize_t n = fd;
+        if (fd >= 0) {
+                n = raw_syscall3(SYS_read, fd, (long) buf, size - 1);
+                raw_syscall1(SYS_close, fd);
+        }
+        rt_fork_unlock();
+        if (n < 0)
+                return n;
+        buf[n] = 0;
+        return n;
+}
+
 int rt_coord_reconnect(void) {
         char reason[256] = "";
-        return coord_join_worker(reason, sizeof reason);
+        rt_fork_lock();
+        /* A process about to exec joins as its new image: a join now would
+         * be cut short by the exec, unannounced. */
+        int r = atomic_load(&rt.exec_pending) ? -EAGAIN : coord_join_worker(reason, sizeof reason);
+        rt_fork_unlock();
+        return r;
 }
 
 /* --- wrappers ------------------------------------------------------------ */
@@ -237,7 +292,7 @@ __attribute__((constructor(101))) static void rt_init(void) {
                 _exit(fail);
         }
         rt.initialized = true;
-        pthread_atfork(NULL, NULL, rt_atfork_child);
+        pthread_atfork(rt_fork_lock, rt_fork_unlock, atfork_child);
         r = rt_ckpt_thread_start();
         if (r < 0) {
                 rt_error("cannot start the checkpoint thread: %s", strerror(-r));

@@ -42,18 +42,6 @@ void rt_mem_note_madvise(int advice) {
                 vmf_stale = true;
 }
 
-/* Open for reading while the program may be running: POSIX promises it
- * the lowest free descriptor on each open, so ours leaves the low range at
- * once (a window of microseconds, not the whole read). */
-static int open_quietly(const char *path) {
-        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path, O_RDONLY | O_CLOEXEC, 0);
-        if (fd < 0 || fd >= RT_FD_BASE)
-                return fd;
-        int high = (int) raw_syscall3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, RT_FD_BASE);
-        raw_syscall1(SYS_close, fd);
-        return high;
-}
-
 /* Read a whole /proc file into a growing scratch buffer. */
 static char *read_proc(const char *path, size_t *len) {
         size_t size = 1 << 20;
@@ -61,7 +49,7 @@ static char *read_proc(const char *path, size_t *len) {
                 char *buf = rt_map_scratch(size);
                 if (!buf)
                         return NULL;
-                int fd = open_quietly(path);
+                int fd = rt_open_quietly(path, O_RDONLY);
                 if (fd < 0) {
                         rt_unmap_scratch(buf, size);
                         return NULL;
@@ -160,7 +148,7 @@ static int file_crc(const char *path, const struct stat *st, uint32_t *crc) {
                 *crc = e->crc;
                 return 0;
         }
-        int fd = open_quietly(path);
+        int fd = rt_open_quietly(path, O_RDONLY);
         if (fd < 0)
                 return fd;
         size_t bufsize = 1 << 20;

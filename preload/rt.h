@@ -95,6 +95,7 @@ struct rt_state {
         _Atomic uint32_t rst_arrived;   /* futex: restored threads back in our code */
         _Atomic uint32_t ckpt_active;   /* futex: a checkpoint of this process is under way */
         _Atomic uint32_t crit;          /* futex: threads in the exec critical section */
+        _Atomic uint32_t exec_pending;  /* an exec is announced: do not join the coordinator now */
         struct rt_thread threads[RT_MAX_THREADS];
         uint32_t n_threads;             /* high-water mark in threads[] */
         uint32_t scan_seq;
@@ -129,7 +130,7 @@ struct rt_fd {
         pid_t leader_pid;
         uint8_t *data;                  /* drained bytes (state arena) */
         size_t data_len;
-        void *kstate;                   /* a kind's own saved state (state arena) */
+        void *priv;                     /* the kind's own saved state (state arena) */
         bool restored;                  /* restart: in place */
 };
 
@@ -220,6 +221,7 @@ int rt_fds_scan(char *err, size_t errsize);        /* SUSPEND: list, classify */
 int rt_fds_elect(char *err, size_t errsize);       /* after GO(SUSPEND) */
 int rt_fds_resolve(char *err, size_t errsize);     /* after GO(ELECT): leaders, drain */
 void rt_fds_after_drain(void);                     /* after GO(DRAIN) */
+void rt_fds_abandon(void);                         /* checkpoint given up: undo drains */
 int rt_fds_capture(char *err, size_t errsize);     /* CAPTURE */
 int rt_fds_refill(char *err, size_t errsize);      /* REFILL */
 int rt_fds_restore(char *err, size_t errsize);     /* restart: RST_RESTORE */
@@ -250,6 +252,11 @@ int rt_kv_get(const char *key, void *value, size_t size, size_t *len);
 bool rt_fd_is_private(int fd);
 int rt_fd_move_private(int fd);                    /* dup to >= RT_FD_BASE, CLOEXEC */
 void rt_fd_set_private(int fd, bool on);           /* hide one of our descriptors */
+void rt_fds_close_private(void);
+int rt_open_quietly(const char *path, int flags);  /* open, the descriptor at once >= RT_FD_BASE */
+void rt_fork_lock(void);      /* init.c: no fork while the runtime opens descriptors as the program runs */
+void rt_fork_unlock(void);
+ssize_t rt_read_proc(const char *path, char *buf, size_t size);   /* read_small_file under the fork lock */                   /* a forked child: close the parent runtime's */
 
 /* mem.c */
 int rt_mem_presuspend(void);
@@ -267,7 +274,8 @@ void rt_new_upid(void);
 
 /* fork.c: children join by themselves; a checkpoint waits for them. */
 void rt_atfork_child(void);
-int rt_wait_children(const struct proto_ckpt_begin *begin, char *err, size_t errsize);
+int rt_wait_children(char *err, size_t errsize);          /* SUSPEND: children joined or recorded */
+int rt_children_after_suspend(char *err, size_t errsize); /* after GO(SUSPEND): late zombies */
 
 /* exec.c */
 void rt_env_after_restart(void);

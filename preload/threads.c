@@ -122,14 +122,8 @@ void rt_thread_restore_self(struct rt_thread *t) {
  * system calls: this runs in the signal handler. */
 static uint64_t thread_private_pending(void) {
         char buf[4096];
-        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) "/proc/thread-self/status", O_RDONLY | O_CLOEXEC, 0);
-        if (fd < 0)
+        if (rt_read_proc("/proc/thread-self/status", buf, sizeof buf) <= 0)
                 return 0;
-        long n = raw_syscall3(SYS_read, fd, (long) buf, sizeof buf - 1);
-        raw_syscall1(SYS_close, fd);
-        if (n <= 0)
-                return 0;
-        buf[n] = 0;
         const char *p = strstr(buf, "\nSigPnd:");
         return p ? strtoull(p + 8, NULL, 16) : 0;
 }
@@ -137,14 +131,8 @@ static uint64_t thread_private_pending(void) {
 /* ShdPnd of the process. */
 static uint64_t process_pending(void) {
         char buf[4096];
-        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) "/proc/self/status", O_RDONLY | O_CLOEXEC, 0);
-        if (fd < 0)
+        if (rt_read_proc("/proc/self/status", buf, sizeof buf) <= 0)
                 return 0;
-        long n = raw_syscall3(SYS_read, fd, (long) buf, sizeof buf - 1);
-        raw_syscall1(SYS_close, fd);
-        if (n <= 0)
-                return 0;
-        buf[n] = 0;
         const char *p = strstr(buf, "\nShdPnd:");
         return p ? strtoull(p + 8, NULL, 16) : 0;
 }
@@ -259,19 +247,20 @@ int rt_threads_install_handler(void) {
 typedef void (*tid_cb)(pid_t tid, void *userdata);
 
 static int for_each_task(tid_cb cb, void *userdata) {
-        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) "/proc/self/task",
-                                    O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-        if (fd < 0)
+        rt_fork_lock();
+        int fd = rt_open_quietly("/proc/self/task", O_RDONLY | O_DIRECTORY);
+        if (fd < 0) {
+                rt_fork_unlock();
                 return fd;
+        }
         char buf[8192];
+        int r = 0;
         for (;;) {
                 long n = raw_syscall3(SYS_getdents64, fd, (long) buf, sizeof buf);
-                if (n < 0) {
-                        raw_syscall1(SYS_close, fd);
-                        return (int) n;
-                }
-                if (n == 0)
+                if (n <= 0) {
+                        r = (int) n;
                         break;
+                }
                 for (long o = 0; o < n;) {
                         struct dirent64 *de = (struct dirent64 *) (buf + o);
                         o += de->d_reclen;
@@ -281,7 +270,8 @@ static int for_each_task(tid_cb cb, void *userdata) {
                 }
         }
         raw_syscall1(SYS_close, fd);
-        return 0;
+        rt_fork_unlock();
+        return r;
 }
 
 struct scan_state {
@@ -315,14 +305,8 @@ static void scan_one(pid_t tid, void *userdata) {
 static char task_state(pid_t tid) {
         char path[64], buf[512];
         snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int) tid);
-        int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path, O_RDONLY | O_CLOEXEC, 0);
-        if (fd < 0)
+        if (rt_read_proc(path, buf, sizeof buf) <= 0)
                 return 0;
-        long n = raw_syscall3(SYS_read, fd, (long) buf, sizeof buf - 1);
-        raw_syscall1(SYS_close, fd);
-        if (n <= 0)
-                return 0;
-        buf[n] = 0;
         char *p = strrchr(buf, ')');
         return p && p[1] == ' ' ? p[2] : 0;
 }
@@ -331,7 +315,7 @@ static char task_state(pid_t tid) {
 static bool task_blocks_sigckpt(pid_t tid) {
         char path[64], buf[4096];
         snprintf(path, sizeof path, "/proc/self/task/%d/status", (int) tid);
-        if (read_small_file(path, buf, sizeof buf) < 0)
+        if (rt_read_proc(path, buf, sizeof buf) < 0)
                 return false;
         const char *p = strstr(buf, "\nSigBlk:");
         if (!p)
@@ -343,7 +327,7 @@ static bool task_blocks_sigckpt(pid_t tid) {
 static void thread_desc(pid_t tid, char *buf, size_t size) {
         char path[64], comm[32] = "";
         snprintf(path, sizeof path, "/proc/self/task/%d/comm", (int) tid);
-        if (read_small_file(path, comm, sizeof comm) > 0)
+        if (rt_read_proc(path, comm, sizeof comm) > 0)
                 comm[strcspn(comm, "\n")] = 0;
         snprintf(buf, size, "thread %d (%s)", (int) tid, comm);
 }

@@ -20,6 +20,7 @@ struct wr_result {
         uint64_t size;                  /* bytes in the image file */
         uint32_t crc;                   /* header crc: the image's checksum */
         uint64_t mem_bytes;
+        bool reported;                  /* the snapshot writer sent PHASE_DONE(WRITE) itself */
         char err[256];
 };
 

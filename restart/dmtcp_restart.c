@@ -637,6 +637,11 @@ int main(int argc, char **argv) {
                 return 0;
         }
         o.members = man.n_images ? (uint32_t) man.n_images : (uint32_t) n;
+        /* Images named one by one may be some of a checkpoint whose other
+         * processes are restarted elsewhere (another host): the computation
+         * is as many as the checkpoint had. */
+        if (!man.n_images && ims[0].img.hdr.n_members > o.members)
+                o.members = ims[0].img.hdr.n_members;
         /* Checkpoints after the restart go next to the generation restored,
          * unless --ckptdir says otherwise. */
         char parent_dir[PATH_MAX];

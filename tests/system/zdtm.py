@@ -564,6 +564,23 @@ def leftovers(known):
     return left
 
 
+def kill_leftovers(left, known):
+    """kill -9 what the test left behind, with everything under it: its
+    descendants come to us (subreaper) as their parents die, so go round
+    until none is left."""
+    for _ in range(50):
+        for p in left:
+            for q in [p] + descendants(p):
+                try:
+                    os.kill(q, signal.SIGKILL)
+                except OSError:
+                    pass
+        time.sleep(0.1)
+        left = leftovers(known)
+        if not left:
+            return
+
+
 # ---- the tests ------------------------------------------------------------------
 
 def program(t, name, *args):
@@ -630,6 +647,92 @@ def check_inherited(t):
     log("%s: each stage's fd %d and stdout got the program's lines" % (t.name, INHERITED_FD))
 
 
+def check_in_flight(t, kind, least):
+    """The images of the generation just restored hold at least `least`
+    bytes queued on sockets of `kind` (dmtcp_restart --inspect)."""
+    gen = os.path.realpath(os.path.join(t.ckpt, "latest"))
+    total = 0
+    for f in sorted(os.listdir(gen)):
+        if not f.endswith(".dmtcp"):
+            continue
+        r = subprocess.run(t.env.wrap([t.env.restart, "--inspect", os.path.join(gen, f)]), capture_output=True,
+                           text=True, timeout=60, env=t.proc_env)
+        check(r.returncode == 0, "dmtcp_restart --inspect %s: %s" % (f, r.stderr.strip()))
+        for m in re.finditer(r"fd \d+: socket %s\S* socket .*?, (\d+) bytes queued" % kind, r.stdout):
+            total += int(m.group(1))
+    check(total >= least, "only %d bytes were in flight on %s sockets at the checkpoint, expected at least %d" %
+          (total, kind, least))
+    log("%s: %.1f MiB in flight on %s sockets at the checkpoint" % (t.name, total / 1048576.0, kind))
+
+
+class EchoServer:
+    """A line echo server outside the computation (a thread of the driver),
+    on TCP loopback or a Unix stream socket; counts its connections."""
+
+    def __init__(self, family, address):
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(address)
+        if family == socket.AF_UNIX:
+            os.chmod(address, 0o777)    # the -user program connects too
+        self.sock.listen(16)
+        self.address = self.sock.getsockname()
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
+
+    def _echo(self, c):
+        with c:
+            try:
+                while True:
+                    b = c.recv(4096)
+                    if not b:
+                        return
+                    c.sendall(b)
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+
+
+def external_spec(t):
+    tcp = EchoServer(socket.AF_INET, ("127.0.0.1", 0))
+    unix = EchoServer(socket.AF_UNIX, os.path.join(t.root, "echo.sock"))
+
+    def after_verify(t):
+        tcp.close()
+        unix.close()
+        closings = read_text(t.path("closings")).split()
+        check(closings == ["TCP", "2", "Unix", "2"],
+              "the program saw its connections closed %s times, expected 2 each (one per restart)" % closings)
+        check(tcp.connections == 3 and unix.connections == 3,
+              "the servers got %d and %d connections, expected 3 each" % (tcp.connections, unix.connections))
+        # Each restart warns, naming the fd and the peer; each coordinator
+        # that restarted says which connections came back closed.
+        peers = ["127.0.0.1:%d" % tcp.address[1], unix.address]
+        for n in (1, 2):
+            err = read_text(os.path.join(t.logs, "restart%d.err" % n))
+            clog = read_text(os.path.join(t.logs, "coordinator%d.err" % (n + 1)))
+            for peer in peers:
+                pat = r"fd \d+: [^:]* socket connected to %s, outside the computation" % re.escape(peer)
+                check(re.search(pat + r": restored closed", err),
+                      "restart %d did not warn about its connection to %s: %s" % (n, peer, err.strip()))
+                check(re.search(r"pid %d .*" % t.pid + pat + r": restored closed", clog),
+                      "coordinator %d did not log the connection to %s restored closed" % (n + 1, peer))
+        log("%s: both connections came back closed at each restart, warned about and logged" % t.name)
+
+    return Spec(program(t, "external", str(tcp.address[1]), unix.address), progress=50, after_verify=after_verify)
+
+
 SPECS = {
     "counter": lambda t: Spec(program(t, "counter"), progress=50),
     # The same with uncompressed images, and with the program kept stopped
@@ -661,6 +764,12 @@ SPECS = {
     # Two processes, pipes between them and in each, a description shared
     # by both, bytes in flight at the checkpoint.
     "pipes": lambda t: Spec(program(t, "pipes"), progress=100),
+    # Three generations around a ring of pipes, a session, a group, a
+    # zombie; system(), popen() and vfork() now and then.
+    "tree": lambda t: Spec(program(t, "tree"), progress=150),
+    # A shell script whose every step runs a pipeline of short-lived
+    # programs: checkpoints catch them starting, piping and ending.
+    "steps": lambda t: Spec(script(t, "/bin/bash", "steps.sh"), progress=15),
     # A shell pipeline: a forked subshell, an exec'd cat and a Python
     # consumer, the pipes between them full at every checkpoint.
     "pipeline": lambda t: Spec(script(t, "/bin/bash", "pipeline.sh"), progress=20),
@@ -674,6 +783,20 @@ SPECS = {
     # A program in a pty it opened: parent on the master, a session
     # leader child with the slave as its controlling terminal.
     "pty": lambda t: Spec(program(t, "pty"), progress=50),
+    # Unix socket pairs (stream, seqpacket, datagram) between a parent and
+    # its child and in one process, with bytes and datagrams in flight.
+    "sockpair": lambda t: Spec(program(t, "sockpair"), progress=100),
+    # A loopback TCP connection between parent and child (IPv4, IPv6) with
+    # megabytes in flight both ways at each checkpoint.
+    "tcp": lambda t: Spec(program(t, "tcp"), progress=100, after_restart=lambda t: check_in_flight(t, "TCP", 3 << 20)),
+    "tcp6": lambda t: Spec(program(t, "tcp", "-6"), progress=100,
+                           after_restart=lambda t: check_in_flight(t, "TCP", 3 << 20)),
+    # A server on Unix sockets (a listener bound to a path, one to an
+    # abstract name, a datagram socket bound to a path) and forked clients.
+    "unixserver": lambda t: Spec(program(t, "unixserver"), progress=1000),
+    # Connections to servers outside the computation (run by the driver)
+    # come back closed after a restart, with a warning and a log line.
+    "external": external_spec,
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
 }
@@ -727,11 +850,7 @@ def run_test(env, name):
         ok = False
         print("FAIL %s: processes left behind: %s" % (name, "; ".join("%d %s" % (p, cmdline(p)) for p in left)),
               flush=True)
-        for p in left:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_leftovers(left, known)
     if ok:
         print("PASS %s" % name, flush=True)
     t.cleanup(ok)
@@ -774,11 +893,7 @@ def refused_then_fixed(t, name, words, what):
     wait_until(lambda: os.path.exists(t.path("fd-closed")) or t.prog.poll() is not None, 30,
                "the program to close its descriptor")
     t.expect_running("after closing the descriptor")
-    t.checkpoint()
-    t.progress(20)
-    t.kill_program()
-    t.restart()
-    t.progress(20, fresh=True)
+    rounds(t, 1)
     t.verify()
 
 
@@ -794,6 +909,233 @@ def flow_inotify_renamed(t):
     """An inotify watch whose path no longer leads to its directory (renamed):
     it could not be added again by path; the program adds it by the new one."""
     refused_then_fixed(t, "inotify_renamed", ["fd 40", "inotify", "watch 1"], "an inotify watch on a renamed directory")
+def rounds(t, n, progress=20):
+    """n times: checkpoint, run, kill, restart, run."""
+    for _ in range(n):
+        t.checkpoint()
+        t.progress(progress)
+        t.kill_program()
+        t.restart()
+        t.progress(progress, fresh=True)
+
+
+@special
+def flow_unsupported_sock(t):
+    """Sockets the runtime cannot save: a netlink socket, then a Unix pair
+    with a descriptor in flight (SCM_RIGHTS). Each makes -bc fail (exit 1)
+    naming the fd and what it is; nothing is committed and the program goes
+    on. Once both are gone, checkpoints work and the usual kill, restart and
+    verify follow."""
+    t.new_coordinator()
+    t.launch(program(t, "unsupported_sock"))
+    t.progress(20)
+    for want, step, ack in ((("fd 40", "netlink socket"), "close-fd", "fd-closed"),
+                            (("fd 42", "SCM_RIGHTS"), "take-fd", "fd-taken")):
+        out = t.checkpoint(expect_rc=1)
+        check(all(w in out for w in want), "the failed checkpoint's message does not name %s: %s" %
+              (" and ".join(want), out.strip()))
+        log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
+        t.progress(20)
+        check(not [d for d in os.listdir(t.ckpt) if d.startswith("gen-")],
+              "a refused checkpoint left a generation behind: %s" % os.listdir(t.ckpt))
+        with open(t.path(step), "w"):
+            pass
+        wait_until(lambda: os.path.exists(t.path(ack)) or t.prog.poll() is not None, 30,
+                   "the program to act on %s" % step)
+        t.expect_running("after %s" % step)
+    rounds(t, 2)
+    t.verify()
+
+
+@special
+def flow_tcp_abort(t):
+    """A checkpoint that fails after the TCP drain read megabytes out of the
+    connection (a Unix pair with a descriptor in flight, drained later, makes
+    it fail): both ends must put them all back, and the program, checking
+    every byte, goes on. Then the usual rounds."""
+    t.new_coordinator()
+    t.launch(program(t, "tcp", "--abort"))
+    t.progress(50)
+    out = t.checkpoint(expect_rc=1)
+    check("fd 61" in out and "SCM_RIGHTS" in out, "the checkpoint did not fail on fd 61: %s" % out.strip())
+    log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
+    t.progress(200)
+    with open(t.path("take-fd"), "w"):
+        pass
+    wait_until(lambda: os.path.exists(t.path("fd-taken")) or t.prog.poll() is not None, 30,
+               "the program to take the descriptor")
+    t.expect_running("after taking the descriptor")
+    rounds(t, 2, progress=100)
+    t.verify()
+
+
+class NetnsHosts:
+    """Two "hosts": network namespaces joined by a veth pair, 10.99.7.1 and
+    10.99.7.2 (as the multi-host test bed, shared/testbed, but a pair of
+    our own, named after this driver's pid, so parallel tests do not meet).
+    Nothing is configured in our namespace but an unreachable route for
+    that network, so a packet meant for the hosts never leaves."""
+
+    NET = "10.99.7"
+
+    def __init__(self):
+        self.names = ["zsk%d-h%d" % (os.getpid(), i) for i in (1, 2)]
+        self.made = []
+
+        def ip(*args):
+            r = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+            if r.returncode:
+                raise Skip("cannot make network namespaces here (ip %s: %s)" % (" ".join(args), r.stderr.strip()))
+        if os.getuid() != 0 or not shutil.which("ip"):
+            raise Skip("network namespaces need root and iproute2")
+        ip("route", "replace", "unreachable", self.NET + ".0/24")
+        for n in self.names:
+            ip("netns", "add", n)
+            self.made.append(n)
+        ip("link", "add", "veth0", "netns", self.names[0], "type", "veth", "peer", "name", "veth0", "netns",
+           self.names[1])
+        for i, n in enumerate(self.names):
+            ip("-n", n, "link", "set", "lo", "up")
+            ip("-n", n, "addr", "add", "%s.%d/24" % (self.NET, i + 1), "dev", "veth0")
+            ip("-n", n, "link", "set", "veth0", "up")
+
+    def addr(self, i):
+        return "%s.%d" % (self.NET, i + 1)
+
+    def run_on(self, i, cmd):
+        return ["ip", "netns", "exec", self.names[i]] + cmd
+
+    def pids(self, i):
+        r = subprocess.run(["ip", "netns", "pids", self.names[i]], capture_output=True, text=True)
+        return [int(x) for x in r.stdout.split()]
+
+    def close(self):
+        for n in self.made:
+            for p in self.pids(self.names.index(n)):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        self.made = []
+
+
+@special
+def flow_tcp_hosts(t):
+    """A TCP connection between two hosts of one computation (network
+    namespaces): the server and its coordinator on host 1, the client on
+    host 2, megabytes in flight both ways. launch, checkpoint, kill,
+    restart each host's process on its host, twice, then verify; after each
+    restart the connection must again join 10.99.7.2 to 10.99.7.1 (the
+    runtime reconnected it across the hosts, through the coordinator)."""
+    if t.env.user:
+        raise Skip("the hosts are network namespaces, made as root")
+    hosts = NetnsHosts()
+    try:
+        two_hosts(t, hosts)
+    finally:
+        hosts.close()
+
+
+def two_hosts(t, hosts):
+    h1 = hosts.addr(0)
+    work = [t.path("h1"), t.path("h2")]
+    for w in work:
+        os.makedirs(w)
+    # Members reach the coordinator over TCP across the hosts, so it listens
+    # beyond loopback and the members present its secret (in the checkpoint
+    # directory, where they look for it); the driver talks to it on its
+    # Unix socket.
+    n_coord = [0]
+
+    def coordinator():
+        n_coord[0] += 1
+        pf = os.path.join(t.run, "port%d" % n_coord[0])
+        p = Proc(t, "coordinator%d" % n_coord[0], hosts.run_on(0, [t.env.coord, "--port", "0", "--port-file", pf,
+                                                                    "--bind", h1, "--ckptdir", t.ckpt]))
+        wait_until(lambda: os.path.exists(pf) or p.poll() is not None, 10, "the coordinator's port file")
+        check(p.poll() is None, "the coordinator exited: %s" % p.stderr())
+        return p, int(read_text(pf))
+
+    def command(*a):
+        env = dict(t.proc_env, DMTCP_COORD_SOCKET=os.path.join(t.run, "dmtcp", "default.sock"))
+        r = subprocess.run([t.env.command] + list(a), capture_output=True, text=True, timeout=120, env=env)
+        return r.returncode, r.stdout + r.stderr
+
+    def heartbeat(i):
+        try:
+            return int(read_text(os.path.join(work[i], "heartbeat")).strip() or "-1")
+        except ValueError:
+            return -1
+
+    def progress(n, procs):
+        v = [heartbeat(0), heartbeat(1)]
+        wait_until(lambda: all(heartbeat(i) >= v[i] + n for i in (0, 1)) or any(p.poll() is not None for p in procs),
+                   60, lambda: "both ends to make progress (heartbeats %s, now %d %d)" % (v, heartbeat(0), heartbeat(1)))
+        for p in procs:
+            check(p.poll() is None, "%s ended (%s): %s" % (p.name, p.describe_exit(), p.stderr(1500)))
+
+    def connection_across(pid):
+        """The client's (pid's) TCP connections as host 2 sees them, but
+        the runtime's own to the coordinator."""
+        r = subprocess.run(hosts.run_on(1, ["ss", "-tnpH", "state", "established"]), capture_output=True, text=True)
+        return [l for l in r.stdout.splitlines() if "pid=%d," % pid in l and ":%d " % port not in l]
+
+    coord, port = coordinator()
+    launch = lambda i, args: Proc(t, "launch-h%d" % (i + 1), hosts.run_on(i, [t.env.launch, "-j", "-h", h1, "-p",
+                                  str(port), "--ckptdir", t.ckpt] + program(t, "tcp") + args), cwd=work[i])
+    server = launch(0, ["server", h1])
+    wait_until(lambda: os.path.exists(os.path.join(work[0], "port")) or server.poll() is not None, 30,
+               "the server's port")
+    check(server.poll() is None, "the server ended: %s" % server.stderr())
+    client = launch(1, ["client", h1, read_text(os.path.join(work[0], "port")).strip()])
+    for w in work:
+        wait_until(lambda: os.path.exists(os.path.join(w, "ready")), 30, "both ends to be ready")
+    pids = [int(read_text(os.path.join(w, "ready"))) for w in work]
+    log("%s: server pid %d on %s, client pid %d on %s" % (t.name, pids[0], hosts.names[0], pids[1], hosts.names[1]))
+    procs = [server, client]
+    progress(20, procs)
+    for round_ in (1, 2):
+        rc, out = command("-bc")
+        check(rc == 0, "dmtcp_command -bc exited %d: %s" % (rc, out.strip()))
+        log("%s: checkpoint ok: %s" % (t.name, out.strip()))
+        gen = os.path.realpath(os.path.join(t.ckpt, "latest"))
+        progress(20, procs)
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+        for p in procs:
+            p.wait(30)
+        coord.kill()
+        coord.wait(10)
+        coord, port = coordinator()
+        images = {}
+        for f in os.listdir(gen):
+            if f.endswith(".dmtcp"):
+                r = subprocess.run([t.env.restart, "--inspect", os.path.join(gen, f)], capture_output=True, text=True)
+                m = re.search(r"pid (\d+),", r.stdout)
+                check(m, "no pid in the description of %s" % f)
+                images[int(m.group(1))] = os.path.join(gen, f)
+        check(sorted(images) == sorted(pids), "the images are of processes %s, expected %s" % (sorted(images), pids))
+        procs = [Proc(t, "restart%d-h%d" % (round_, i + 1), hosts.run_on(i, [t.env.restart, "-j", "-h", h1, "-p",
+                      str(port), images[pids[i]]]), cwd=work[i]) for i in (0, 1)]
+        wait_until(lambda: connection_across(pids[1]) or any(p.poll() is not None for p in procs), 60,
+                   "the client's connection to be back")
+        conns = connection_across(pids[1])
+        check(len(conns) == 1 and re.search(r"\s%s:\d+\s+%s:\d+\s" % (re.escape(hosts.addr(1)), re.escape(h1)),
+                                            conns[0]),
+              "after restart %d the client's connections are not one from %s to %s: %s" %
+              (round_, hosts.addr(1), h1, conns))
+        log("%s: restart %d: the connection joins the hosts again: %s" % (t.name, round_, " ".join(conns[0].split()[2:4])))
+        progress(20, procs)
+    os.kill(pids[0], signal.SIGUSR1)
+    for p in procs:
+        p.wait(120)
+    for i, w in enumerate(work):
+        res = read_text(os.path.join(w, "result")).strip()
+        check(procs[i].p.returncode == 0 and res == "PASS", "%s: %s, result file: %s" %
+              (procs[i].name, procs[i].describe_exit(), res or "(none)"))
+    coord.kill()
+    log("%s: verified: both ends PASS" % t.name)
 
 
 # Image header layout (common/img.h), for the corruption cases.

@@ -532,6 +532,31 @@ static void test_who_is(void **state) {
         assert_int_equal(who(s, 10, 501), PROTO_WHO_EXEC);
 }
 
+/* A member's NOTICE is one line of the log at its level, naming the
+ * member. */
+static void test_notice(void **state) {
+        struct coord_state *s = *state;
+        join_pid(s, 10, "server", 500);
+        take(s);
+        acts_clear();
+        struct proto_notice n = { .level = LOG_WARNING };
+        strscpy(n.text, "fd 7: TCP connection to 192.0.2.1:80 is outside the computation", sizeof n.text);
+        coord_state_notice(s, 10, &n);
+        take(s);
+        const struct coord_log *l = log_matching("outside the computation");
+        assert_non_null(l);
+        assert_int_equal(l->level, LOG_WARNING);
+        assert_non_null(strstr(l->text, "server"));
+        assert_non_null(strstr(l->text, "pid 500"));
+        assert_true(l->fields & COORD_LOG_MEMBER);
+        assert_false(closed(10));
+        /* From a connection that is no member: nothing. */
+        acts_clear();
+        coord_state_notice(s, 99, &n);
+        take(s);
+        assert_null(log_matching("outside the computation"));
+}
+
 /* A member that announced an exec keeps its place in the round until its
  * new image joins; that image takes part in the checkpoint. */
 static void test_exec_keeps_place(void **state) {
@@ -602,6 +627,56 @@ static void test_vanish_after_commit_is_no_abort(void **state) {
         take(s);
         assert_true(coord_state_running(s));
         assert_int_equal(s->last_gen, 1);
+}
+
+/* A member that ends after it reported WRITE (a short process a
+ * copy-on-write checkpoint let go) keeps its image in the generation; one
+ * that ends before it reported WRITE aborts it; when all end after WRITE
+ * the generation still commits, and the computation ends afterwards. */
+static void test_vanish_after_write(void **state) {
+        struct coord_state *s = *state;
+        const uint64_t c[] = { 10, 11 };
+        join(s, 10, "a");
+        join(s, 11, "short");
+        start(s, 2, 0);
+        advance(s, c, 2, 2, PROTO_PH_WRITE);
+        done(s, 11, 2, PROTO_PH_WRITE, 0, "img-short", 40);
+        coord_state_disconnect(s, 11, "connection closed");
+        take(s);
+        assert_null(find(COORD_ACT_DISCARD));
+        assert_null(find(COORD_ACT_COMMIT));
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 0);
+        done(s, 10, 2, PROTO_PH_WRITE, 0, "img-a", 60);
+        take(s);
+        const struct coord_action *a = find(COORD_ACT_COMMIT);
+        assert_non_null(a);
+        assert_int_equal(a->commit.n_images, 2);
+        assert_string_equal(a->commit.images[1].name, "img-short");
+        assert_string_equal(a->commit.images[1].program, "short");
+        coord_state_commit_done(s, 0, NULL);
+        take(s);
+        assert_int_equal(reply_to(7777)->processes, 2);
+        assert_int_equal(reply_to(7777)->bytes, 100);
+        done(s, 10, 2, PROTO_PH_RESUME, 0, NULL, 0);
+        take(s);
+        assert_true(coord_state_running(s));
+
+        /* Everyone ends after WRITE: it commits all the same. */
+        start(s, 3, 0);
+        const uint64_t one[] = { 10 };
+        advance(s, one, 1, 3, PROTO_PH_WRITE);
+        done(s, 10, 3, PROTO_PH_WRITE, 0, "img-a3", 70);
+        acts_clear();
+        /* The COMMIT is queued with the image: ending now changes nothing. */
+        coord_state_disconnect(s, 10, "connection closed");
+        take(s);
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 0);
+        coord_state_commit_done(s, 0, NULL);
+        take(s);
+        assert_non_null(event(COORD_EV_CKPT_COMMITTED));
+        assert_int_equal(event(COORD_EV_CKPT_COMMITTED)->generation, 3);
+        assert_int_equal(coord_state_n_members(s), 0);
+        assert_string_equal(s->comp_id, "");            /* then it ended */
 }
 
 static void test_protocol_violations(void **state) {
@@ -1138,9 +1213,11 @@ int main(void) {
                 cmocka_unit_test(test_vanish_in_each_phase),
                 cmocka_unit_test(test_vanish_before_suspended),
                 cmocka_unit_test_setup_teardown(test_who_is, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_notice, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_exec_keeps_place, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_exec_grace_expires, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_vanish_after_commit_is_no_abort, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_vanish_after_write, setup, teardown),
                 cmocka_unit_test(test_protocol_violations),
                 cmocka_unit_test_setup_teardown(test_phase_done_when_idle, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_commit_failure_aborts, setup, teardown),

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+#include <syslog.h>
 #include <cmocka.h>
 
 #include "proto.h"
@@ -132,6 +133,10 @@ static void make(struct proto_msg *m, int t) {
                 }
                 if (t == PROTO_KV_VALUE)
                         m->u.kv.found = 1;
+                break;
+        case PROTO_NOTICE:
+                m->u.notice.level = LOG_WARNING;
+                fill_str(m->u.notice.text, sizeof m->u.notice.text, "notice");
                 break;
         }
 }
@@ -324,6 +329,17 @@ static void test_enum_out_of_range(void **state) {
         n = encode(&m);
         buf[PROTO_HEADER_SIZE + 4] = 2;                 /* running is a boolean */
         assert_int_equal(proto_decode(buf, (size_t) n, &m), -EBADMSG);
+
+        /* A NOTICE's level is LOG_ERR .. LOG_INFO. */
+        make(&m, PROTO_NOTICE);
+        n = encode(&m);
+        buf[PROTO_HEADER_SIZE] = LOG_DEBUG;
+        assert_int_equal(proto_decode(buf, (size_t) n, &m), -EBADMSG);
+        buf[PROTO_HEADER_SIZE] = LOG_CRIT;
+        assert_int_equal(proto_decode(buf, (size_t) n, &m), -EBADMSG);
+        make(&m, PROTO_NOTICE);
+        m.u.notice.level = LOG_EMERG;
+        assert_int_equal(proto_encode(&m, buf, sizeof buf), -EINVAL);
 
         make(&m, PROTO_MEMBER);
         m.u.member.state = 0;

@@ -3,7 +3,8 @@
  *
  *   child -> parent   a pipe of sequenced bytes, and an eventfd it adds 1
  *                     to every 4th step, watched by an inner epoll instance
- *                     that the outer one watches (nested)
+ *                     that the outer one watches (nested); a Unix seqpacket
+ *                     socket pair, a numbered message every 4th step
  *   signals           SIGRTMIN+1 the parent queues to itself with a number
  *                     every 4th step, read in order through a signalfd whose
  *                     mask also holds SIGUSR2, dmtcp's checkpoint signal (a
@@ -45,6 +46,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -56,13 +58,13 @@
 #define CHUNK 64
 #define GAP_NS 50000000LL
 
-enum { W_DATA = 1, W_EFD, W_TIMER, W_SIG, W_SEM, W_ONESHOT, W_MOVED, W_SHARED, W_INNER };
+enum { W_DATA = 1, W_EFD, W_TIMER, W_SIG, W_SEM, W_ONESHOT, W_MOVED, W_SHARED, W_INNER, W_SOCK };
 
 struct report {
-        uint64_t bytes, efd;
+        uint64_t bytes, efd, msgs;
 };
 
-static int data[2], cmd[2], rep[2], ep, inner, efd, tfd, sfd, sem, oneshot, moved_at, moved, shared, rt_tfd,
+static int data[2], cmd[2], rep[2], sk[2], ep, inner, efd, tfd, sfd, sem, oneshot, moved_at, moved, shared, rt_tfd,
         mono_tfd, abs_tfd, boot_tfd, short_tfd, sem_dup, short_dup, ep_dup;
 static int sig;
 
@@ -104,7 +106,8 @@ static _Noreturn void child(void) {
         close(data[0]);
         close(cmd[1]);
         close(rep[0]);
-        struct report r = { 0, 0 };
+        close(sk[0]);
+        struct report r = { 0, 0, 0 };
         unsigned char buf[CHUNK];
         for (uint64_t step = 1;; step++) {
                 for (int i = 0; i < CHUNK; i++)
@@ -114,6 +117,7 @@ static _Noreturn void child(void) {
                 if (step % 4 == 0) {
                         write_u64(efd, 1, "the eventfd (child)");
                         r.efd++;
+                        write_u64(sk[1], ++r.msgs, "the socket (child)");
                 }
                 struct pollfd p = { cmd[0], POLLIN, 0 };
                 if (poll(&p, 1, 3) <= 0)
@@ -137,7 +141,7 @@ static _Noreturn void child(void) {
 
 /* What the loop has received and what it expects. */
 static struct {
-        uint64_t bytes, efd, sigs, sigs_sent, sem_out, moved_out, moved_in;
+        uint64_t bytes, efd, msgs, sigs, sigs_sent, sem_out, moved_out, moved_in;
         bool shared_seen, oneshot_seen, verifying, stopping;
         /* timer: expirations since a reference read, bounded by the clock */
         bool have_ref;
@@ -224,8 +228,9 @@ static void check_deadlines(int64_t rt_deadline) {
 
 static void handle(const struct epoll_event *ev) {
         /* Once the child is told to stop, its end of the pipe may close. */
-        bool hup_ok = st.stopping && ev->data.u64 == W_DATA;
-        check(ev->events == EPOLLIN || (hup_ok && (ev->events & ~(uint32_t) EPOLLIN) == EPOLLHUP), "watch %llu reported events %#x, expected EPOLLIN alone",
+        bool hup_ok = st.stopping && (ev->data.u64 == W_DATA || ev->data.u64 == W_SOCK);
+        check(ev->events == EPOLLIN || (hup_ok && (ev->events & ~(uint32_t) (EPOLLIN | EPOLLRDHUP)) == EPOLLHUP),
+              "watch %llu reported events %#x, expected EPOLLIN alone",
               (unsigned long long) ev->data.u64, ev->events);
         switch (ev->data.u64) {
         case W_DATA: {
@@ -243,6 +248,21 @@ static void handle(const struct epoll_event *ev) {
                 for (ssize_t i = 0; i < k; i++, st.bytes++)
                         check(buf[i] == byte_at(st.bytes), "data byte %llu is %u, expected %u",
                               (unsigned long long) st.bytes, buf[i], byte_at(st.bytes));
+                return;
+        }
+        case W_SOCK: {
+                uint64_t v;
+                ssize_t k = recv(sk[0], &v, sizeof v, MSG_DONTWAIT);
+                if (k < 0 && (errno == EINTR || errno == EAGAIN))
+                        return;
+                if (k == 0 && hup_ok) {
+                        if (epoll_ctl(ep, EPOLL_CTL_DEL, sk[0], NULL) < 0)
+                                fail_errno("epoll_ctl DEL");
+                        return;
+                }
+                check(k == (ssize_t) sizeof v && v == st.msgs + 1, "socket message %llu is %llu (%zd bytes)",
+                      (unsigned long long) st.msgs + 1, (unsigned long long) v, k);
+                st.msgs++;
                 return;
         }
         case W_INNER: {
@@ -343,6 +363,7 @@ static void check_interest(void) {
                 { sem, EPOLLIN | EPOLLET | EPOLLERR | EPOLLHUP, W_SEM },
                 { moved_at, EPOLLIN | EPOLLERR | EPOLLHUP, W_MOVED },
                 { shared, EPOLLIN | EPOLLERR | EPOLLHUP, W_SHARED },
+                { sk[0], EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP, W_SOCK },
         }, in[] = {
                 { efd, EPOLLIN | EPOLLERR | EPOLLHUP, W_EFD },
         };
@@ -359,8 +380,9 @@ int main(int argc, char **argv) {
         sigaddset(&mask, SIGUSR2);      /* dmtcp's: a signalfd must not take it */
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
                 fail_errno("sigprocmask");
-        if (pipe(data) < 0 || pipe(cmd) < 0 || pipe(rep) < 0)
-                fail_errno("pipe");
+        if (pipe(data) < 0 || pipe(cmd) < 0 || pipe(rep) < 0 ||
+            socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sk) < 0)
+                fail_errno("pipe, socketpair");
         ep = epoll_create1(EPOLL_CLOEXEC);
         inner = epoll_create1(EPOLL_CLOEXEC);
         efd = eventfd(0, EFD_CLOEXEC);
@@ -384,6 +406,7 @@ int main(int argc, char **argv) {
         struct epoll_event ev;
         check(epoll_wait(ep, &ev, 1, 1000) == 1 && ev.data.u64 == W_ONESHOT, "the one-shot watch did not fire");
         watch(data[0], EPOLLIN, W_DATA);
+        watch(sk[0], EPOLLIN | EPOLLRDHUP, W_SOCK);
         watch_in(inner, efd, EPOLLIN, W_EFD);
         watch(inner, EPOLLIN, W_INNER);
         watch(tfd, EPOLLIN, W_TIMER);
@@ -421,6 +444,7 @@ int main(int argc, char **argv) {
         close(data[1]);
         close(cmd[0]);
         close(rep[1]);
+        close(sk[1]);
         test_ready();
         for (uint64_t step = 0; !test_verify_requested(); step++) {
                 if (paused(now_ns(CLOCK_MONOTONIC)))
@@ -470,8 +494,11 @@ int main(int argc, char **argv) {
                         break;
                 check(i < 1000 && (k < 0 && errno == EAGAIN), "the child's report did not come (%zd)", k);
         }
-        for (int i = 0; i < 400 && (st.bytes != r.bytes || st.efd != r.efd || st.sigs != st.sigs_sent); i++)
+        for (int i = 0; i < 400 && (st.bytes != r.bytes || st.efd != r.efd || st.msgs != r.msgs ||
+                                    st.sigs != st.sigs_sent); i++)
                 loop_once(50);
+        check(st.msgs == r.msgs, "received %llu socket messages, the child sent %llu", (unsigned long long) st.msgs,
+              (unsigned long long) r.msgs);
         check(st.bytes == r.bytes && st.efd == r.efd,
               "received %llu bytes and %llu from the eventfd; the child sent %llu and %llu",
               (unsigned long long) st.bytes, (unsigned long long) st.efd, (unsigned long long) r.bytes,

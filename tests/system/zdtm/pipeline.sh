@@ -58,7 +58,7 @@ produce() {
 trap 'kill -USR1 $consumer 2>/dev/null' USR1
 produce 2>/dev/null | cat | /usr/bin/python3 -c "$consume" &
 consumer=$!
-echo $$ > ready
+echo $$ > ready.tmp && mv ready.tmp ready
 while :; do
         wait $consumer
         st=$?

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -193,4 +194,40 @@ _Noreturn void fail_errno(const char *fmt, ...) {
         vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
         fail("%s: %s", msg, strerror(e));
+}
+
+/* One byte with a descriptor (SCM_RIGHTS) over a Unix socket, and back. */
+void send_fd(int via, int fd) {
+        char c = 'x';
+        struct iovec iov = { &c, 1 };
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } u;
+        memset(&u, 0, sizeof u);
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+        if (sendmsg(via, &mh, 0) != 1)
+                fail_errno("sendmsg SCM_RIGHTS");
+}
+
+int recv_fd(int via) {
+        char c;
+        struct iovec iov = { &c, 1 };
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } u;
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+        if (recvmsg(via, &mh, 0) != 1)
+                fail_errno("recvmsg SCM_RIGHTS");
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        check(cm && cm->cmsg_type == SCM_RIGHTS, "no descriptor came with the message");
+        int fd;
+        memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+        return fd;
 }

@@ -71,3 +71,8 @@ void pwrite_all(int fd, const void *buf, size_t len, off_t off, const char *what
 /* read(2) of exactly len bytes (fails on a short read). */
 void read_all(int fd, void *buf, size_t len, const char *what);
 void pread_all(int fd, void *buf, size_t len, off_t off, const char *what);
+
+/* Send one byte carrying descriptor fd (SCM_RIGHTS) over the Unix socket
+ * via; receive such a byte and return the descriptor. fail() otherwise. */
+void send_fd(int via, int fd);
+int recv_fd(int via);
