@@ -330,8 +330,9 @@ void rt_premade_ptys_keep(const struct rst_pty_fd *ptys, uint32_t n) {
         n_premade = 0;
         for (uint32_t i = 0; i < n; i++) {
                 struct rst_pty_fd p = ptys[i];
-                /* The slave's number is open only in the session the pty is
-                 * the terminal of. */
+                /* Open in every process (the slave's number holds a
+                 * placeholder outside the session the pty is the terminal
+                 * of): ours to close. */
                 if (raw_syscall2(SYS_fcntl, p.master, F_GETFD) < 0)
                         p.master = -1;
                 if (raw_syscall2(SYS_fcntl, p.slave, F_GETFD) < 0)
