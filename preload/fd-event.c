@@ -17,8 +17,11 @@
  *           pending at the checkpoint are the process's, saved with it
  *           (signals.c): a signalfd reads them after the restart.
  * timerfd   clock, flags, remaining time and interval, and the expirations
- *           not yet read (restored with TFD_IOC_SET_TICKS). What a restart
- *           does with time:
+ *           not yet read (restored with TFD_IOC_SET_TICKS). A one-shot
+ *           timer due at the very moment of the checkpoint, whose timer
+ *           interrupt had not run yet, looks disarmed and is restored so
+ *           (its expiration lost; a periodic one is restored as due). What
+ *           a restart does with time:
  *             - a relative timer, or an absolute one on CLOCK_MONOTONIC or
  *               CLOCK_BOOTTIME, continues with the time it had left at the
  *               checkpoint: the time the computation was not running does
@@ -433,6 +436,11 @@ static int timerfd_save(const struct rt_fd_probe *p, struct rt_fd *f, char *err,
         s->ticks = ticks;
         s->value_ns = evfd_ts_ns(&its.it_value);
         s->interval_ns = evfd_ts_ns(&its.it_interval);
+        /* An expiry due this very moment, whose timer interrupt has not run
+         * yet, reads as 0 left, as if disarmed. A periodic timer is never
+         * disarmed by itself: it is due now. */
+        if (!s->value_ns && s->interval_ns)
+                s->value_ns = 1;
         if ((s->flags & TFD_TIMER_ABSTIME) && wall_clock(s->clock) && s->value_ns)
                 s->deadline_ns = wall_deadline(p->fd);
         f->d.offset = s->value_ns;
