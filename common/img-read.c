@@ -50,6 +50,14 @@ const char *img_fd_kind_name(uint32_t kind) {
                 [IMG_FD_SOCKET] = "socket",
                 [IMG_FD_SHM] = "shared memory",
                 [IMG_FD_MQUEUE] = "message queue",
+                [IMG_FD_EVENTFD] = "eventfd",
+                [IMG_FD_SIGNALFD] = "signalfd",
+                [IMG_FD_TIMERFD] = "timerfd",
+                [IMG_FD_INOTIFY] = "inotify",
+                [IMG_FD_EPOLL] = "epoll",
+                [IMG_FD_FIFO] = "FIFO",
+                [IMG_FD_PTY_MASTER] = "pty master",
+                [IMG_FD_PTY_SLAVE] = "pty slave",
         };
         return kind < _IMG_FD_MAX && names[kind] ? names[kind] : "unknown";
 }

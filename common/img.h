@@ -229,7 +229,21 @@ enum img_fd_kind {
         IMG_FD_SOCKET,                     /* a Unix, TCP or UDP socket */
         IMG_FD_SHM,                        /* memfd or /dev/shm object: aux = its IMG_R_SHM index */
         IMG_FD_MQUEUE,                     /* POSIX message queue */
+        IMG_FD_EVENTFD,                    /* offset: counter; aux: EFD_SEMAPHORE */
+        IMG_FD_SIGNALFD,                   /* size: signal mask */
+        IMG_FD_TIMERFD,                    /* offset: ns left, size: unread expirations, rdev: clock */
+        IMG_FD_INOTIFY,                    /* size: watches */
+        IMG_FD_EPOLL,                      /* size: watched descriptors */
+        IMG_FD_FIFO,                       /* a named pipe; size: bytes buffered (saved by one description) */
+        IMG_FD_PTY_MASTER,                 /* offset: the pty's number */
+        IMG_FD_PTY_SLAVE,                  /* offset: the pty's number */
         _IMG_FD_MAX,
+};
+
+/* img_fd.aux of an IMG_FD_PTY_SLAVE. */
+enum img_pts_aux {
+        IMG_PTS_DEVTTY = 1u << 0,          /* opened as /dev/tty */
+        IMG_PTS_CTTY = 1u << 1,            /* the controlling terminal of this session leader */
 };
 
 /* An open file description shared by several processes is saved by one of

@@ -19,8 +19,9 @@ struct rt_ctx {
 };
 
 #define RST_INCOMING_MAGIC   0x4e49545352544d44ull   /* "DMTRSTIN" */
-#define RST_INCOMING_VERSION 2
+#define RST_INCOMING_VERSION 3
 #define RST_MAX_FILE_FDS 256
+#define RST_MAX_PTYS 16
 
 enum rst_flags {
         RST_F_LAZY = 1u << 0,             /* memory mapped from the image, loads on touch */
@@ -40,6 +41,19 @@ struct rst_file_fd {
         int32_t fd;
 };
 #define RST_FILE_SHM 0x80000000u
+
+/* A pty the restart tool made before the processes, because it was the
+ * controlling terminal of a session of the computation: Linux gives a
+ * controlling terminal only to a session leader (TIOCSCTTY) and, by fork,
+ * to the processes it creates afterwards. Its master is open on `master`
+ * in every restored process (the runtime of the process that holds the
+ * master takes it); the session leader holds the slave on `slave` (until
+ * then a placeholder) so that the session keeps it until the program's own
+ * descriptors of it are back. The runtime closes both. */
+struct rst_pty_fd {
+        uint32_t index;                         /* the pty's number at the checkpoint */
+        int32_t master, slave;
+};
 
 struct rst_incoming {
         uint64_t magic;
@@ -70,4 +84,7 @@ struct rst_incoming {
         char gen_dir[4096];                     /* generation restored from */
         char secret[128];
         struct rst_file_fd file_fds[RST_MAX_FILE_FDS];
+        uint32_t n_ptys;
+        uint32_t reserved3;
+        struct rst_pty_fd ptys[RST_MAX_PTYS];
 };

@@ -5,8 +5,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
+
+#include "raw-syscall.h"
 
 size_t strscpy(char *dst, const char *src, size_t size) {
         size_t n = strlen(src);
@@ -304,4 +307,47 @@ bool job_name_valid(const char *name) {
                 if (!isalnum((unsigned char) *p) && *p != '_' && *p != '.')
                         return false;
         return n >= 1 && n <= 64;
+}
+
+int pty_open_numbered(const char *ptmx, uint32_t want, uint32_t *got) {
+        enum { HOLD = 256 };
+        int held[HOLD], n_held = 0, first = -1, r = -EBUSY;
+        uint32_t first_index = 0;
+        for (;;) {
+                int fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) ptmx, O_RDWR | O_NOCTTY | O_CLOEXEC, 0);
+                unsigned index = 0;
+                if (fd >= 0 && raw_syscall3(SYS_ioctl, fd, TIOCGPTN, (long) &index) < 0) {
+                        raw_syscall1(SYS_close, fd);
+                        fd = -EIO;
+                }
+                if (fd < 0) {
+                        r = fd;
+                        break;
+                }
+                if (index == want || (first < 0 && index > want)) {
+                        r = fd;
+                        *got = index;
+                        break;
+                }
+                if (first < 0) {
+                        first = fd;
+                        first_index = index;
+                } else if (index > want || n_held == HOLD) {
+                        raw_syscall1(SYS_close, fd);
+                        break;          /* taken: the first one will do */
+                } else
+                        held[n_held++] = fd;
+        }
+        for (int i = 0; i < n_held; i++)
+                raw_syscall1(SYS_close, held[i]);
+        if (r >= 0) {
+                if (first >= 0)
+                        raw_syscall1(SYS_close, first);
+                return r;
+        }
+        if (first >= 0) {
+                *got = first_index;
+                return first;
+        }
+        return r;
 }

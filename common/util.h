@@ -49,3 +49,9 @@ const char *host_name(void);
 
 /* Is a string a valid job name: [A-Za-z0-9_.]{1,64}. */
 bool job_name_valid(const char *name);
+
+/* A new pty (opening ptmx, O_RDWR | O_NOCTTY | O_CLOEXEC) numbered want if
+ * that number is free: ptys are numbered lowest free first, so the lower
+ * free ones are held open until it comes. Otherwise the first one opened
+ * (*got says which). Raw syscalls, no allocation. The descriptor, or -errno. */
+int pty_open_numbered(const char *ptmx, uint32_t want, uint32_t *got);

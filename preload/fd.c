@@ -34,9 +34,17 @@ static const struct rt_fd_ops *const kinds[] = {
         &rt_fd_regular_ops,
         &rt_fd_directory_ops,
         &rt_fd_chardev_ops,
+        &rt_fd_ptmx_ops,
+        &rt_fd_pts_ops,                 /* before tty: a pty slave whose master we have */
         &rt_fd_tty_ops,
         &rt_fd_pipe_ops,
         &rt_fd_socket_ops,
+        &rt_fd_fifo_ops,
+        &rt_fd_eventfd_ops,
+        &rt_fd_signalfd_ops,
+        &rt_fd_timerfd_ops,
+        &rt_fd_inotify_ops,
+        &rt_fd_epoll_ops,
 };
 
 static int private_fds[RST_MAX_FILE_FDS + 16];
@@ -414,6 +422,20 @@ static int find_leader_fd(struct rt_fd *f, char *leader_upid, size_t size) {
         }
 }
 
+int rt_fds_upid_of(pid_t pid, char *upid, size_t size) {
+        struct fds_page pg;
+        size_t len;
+        char key[PROTO_KEY_MAX + 1];
+        fds_key(key, sizeof key, pid, 0);
+        int r = rt_kv_get(key, &pg, sizeof pg, &len);
+        if (r < 0)
+                return r;
+        if (len < sizeof pg.upid || !memchr(pg.upid, 0, sizeof pg.upid))
+                return -EBADMSG;
+        strscpy(upid, pg.upid, size);
+        return 0;
+}
+
 int rt_fds_resolve(char *err, size_t errsize) {
         resolving = true;
         for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
@@ -469,14 +491,16 @@ void rt_fds_after_drain(void) {
 int rt_fds_capture(char *err, size_t errsize) {
         for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
                 struct rt_fd *f = &rt_cap->fds[i];
-                if (!f->leader)
+                int (*save)(const struct rt_fd_probe *, struct rt_fd *, char *, size_t) =
+                        f->leader ? ops_of(f)->save : ops_of(f)->follower_save;
+                if (!save)
                         continue;
                 struct rt_fd_probe p;
                 if (probe(f->d.fd, &p) < 0) {
                         snprintf(err, errsize, "fd %d vanished during the checkpoint", f->d.fd);
                         return -EBADF;
                 }
-                int r = ops_of(f)->save(&p, f, err, errsize);
+                int r = save(&p, f, err, errsize);
                 if (r < 0)
                         return r;
         }
@@ -591,8 +615,12 @@ int rt_fds_rst_refill(char *err, size_t errsize) {
         for (uint32_t k = 0; k < rt_cap->n_fds; k++) {
                 struct rt_fd *f = &rt_cap->fds[k];
                 const struct rt_fd_ops *ops = ops_of(f);
-                if (f->d.share == IMG_FD_FOLLOWER)
+                if (f->d.share == IMG_FD_FOLLOWER) {
+                        int r = ops->follower_rst_refill ? ops->follower_rst_refill(f, err, errsize) : 0;
+                        if (r < 0)
+                                return r;
                         continue;
+                }
                 if (ops->rst_refill) {
                         int r = ops->rst_refill(f, err, errsize);
                         if (r < 0)

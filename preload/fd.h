@@ -49,16 +49,28 @@ struct rt_fd_ops {
         int (*connect)(struct rt_fd *f, char *err, size_t errsize);
         /* Restart, RST_REFILL. */
         int (*rst_refill)(struct rt_fd *f, char *err, size_t errsize);
+        /* CAPTURE and RST_REFILL in a process that shares a description
+         * another saves (a follower): what only this process can do
+         * (fd-epoll.c: a signalfd's watch counts for the process that
+         * added it). */
+        int (*follower_save)(const struct rt_fd_probe *p, struct rt_fd *f, char *err, size_t errsize);
+        int (*follower_rst_refill)(struct rt_fd *f, char *err, size_t errsize);
 };
 
 extern const struct rt_fd_ops rt_fd_external_ops, rt_fd_regular_ops, rt_fd_directory_ops,
-        rt_fd_chardev_ops, rt_fd_tty_ops, rt_fd_pipe_ops, rt_fd_shm_ops, rt_fd_mq_ops, rt_fd_socket_ops;
+        rt_fd_chardev_ops, rt_fd_tty_ops, rt_fd_pipe_ops, rt_fd_shm_ops, rt_fd_mq_ops, rt_fd_socket_ops,
+        rt_fd_eventfd_ops, rt_fd_signalfd_ops, rt_fd_timerfd_ops, rt_fd_inotify_ops, rt_fd_epoll_ops, rt_fd_fifo_ops,
+        rt_fd_ptmx_ops, rt_fd_pts_ops;
 
 /* Helpers shared by kinds. */
 char *rt_strdup_state(const char *s);
 int rt_fd_install(int newfd, int target, int fdflags);   /* dup newfd onto target, close newfd */
 int rt_file_add(uint64_t dev, uint64_t ino, const char *path, uint32_t flags, const struct stat *st);
 bool rt_fd_is_external(int fd, const struct stat *st);
+
+/* The upid of process pid (of this host) if it is a member of the
+ * computation (it published its descriptors at ELECT), else -ENOENT. */
+int rt_fds_upid_of(pid_t pid, char *upid, size_t size);
 
 /* mailbox.c: passing descriptors between restored processes. */
 int rt_mailbox_open(void);
@@ -76,4 +88,5 @@ enum rt_mailbox_type {
         RT_MB_DESC = 1,                 /* what = the leader's descriptor number */
         RT_MB_PIPE_WRITE,               /* what = the pipe's inode: its write end */
         RT_MB_SOCK_PEER,                /* what = a Unix socket's saved inode: the new socket */
+        RT_MB_PTY_SLAVE,                /* what = the pty's number at the checkpoint: its slave */
 };

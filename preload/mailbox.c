@@ -156,7 +156,9 @@ static int lookup(uint32_t type, uint64_t what) {
         if (type == RT_MB_DESC) {
                 for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
                         const struct rt_fd *f = &rt_cap->fds[i];
-                        if ((uint64_t) (int64_t) f->d.fd != what || f->d.share == IMG_FD_FOLLOWER)
+                        /* A follower's too, once it came: an epoll's watched
+                         * file may be held by another process (fd-epoll.c). */
+                        if ((uint64_t) (int64_t) f->d.fd != what)
                                 continue;
                         if (!f->restored)
                                 return -EAGAIN;

@@ -231,7 +231,7 @@ static bool ends_with(const char *s, const char *suffix) {
 /* A private mapping of the image a lazy restart mapped memory from: to the
  * program that is anonymous memory, every page of it data (a page not
  * present is the image's, not zero). Wherever it has moved since. */
-static bool is_lazy_image(const struct maps_line *m) {
+static bool is_lazy_image(const struct rt_maps_line *m) {
         return rt.image_ino && !m->shared && m->ino == rt.image_ino &&
                makedev(m->dev_major, m->dev_minor) == rt.image_dev;
 }

@@ -105,6 +105,7 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
         uint32_t n_file_fds = MIN(in->n_file_fds, (uint32_t) RST_MAX_FILE_FDS);
         for (uint32_t i = 0; i < n_file_fds; i++)
                 rt_fd_set_private(in->file_fds[i].fd, true);
+        rt_premade_ptys_keep(in->ptys, MIN(in->n_ptys, (uint32_t) RST_MAX_PTYS));
         if (rt_fds_restore(err, sizeof err) < 0)
                 restart_fail("%s", err);
         for (uint32_t i = 0; i < n_file_fds; i++) {
@@ -146,6 +147,7 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
                 restart_fail("%s", err);
         if (rt_fds_rst_refill(err, sizeof err) < 0 || rt_shared_rst_refill(err, sizeof err) < 0)
                 restart_fail("%s", err);
+        rt_premade_ptys_close();
         rt_rst_done(PROTO_PH_RST_REFILL);
         wait_rst_go(PROTO_PH_RST_REFILL);
 

@@ -252,6 +252,12 @@ int rt_fds_refill(char *err, size_t errsize);      /* REFILL */
 int rt_fds_restore(char *err, size_t errsize);     /* restart: RST_RESTORE */
 int rt_fds_connect(char *err, size_t errsize);     /* restart: RST_CONNECT (waits for GO) */
 int rt_fds_rst_refill(char *err, size_t errsize);  /* restart: RST_REFILL */
+/* fd-pty.c: the ptys dmtcp_restart made for sessions' controlling terminals
+ * (rst-abi.h): kept from the hand-off until the descriptors are back. */
+struct rst_pty_fd;
+void rt_premade_ptys_keep(const struct rst_pty_fd *ptys, uint32_t n);
+int rt_premade_pty(uint32_t index);                /* its master, or -1 */
+void rt_premade_ptys_close(void);
 
 /* ckpt.c: the checkpoint thread's messages, with one message of pushback
  * for request/reply exchanges (KV_GET, WHO_IS) that must not swallow an

@@ -436,6 +436,7 @@ static _Noreturn void init_main(struct rst_tree *t, int exit_fd) {
         }
         rst_shared_release(NULL);
         close(t->status_fd);
+        rst_ptys_close(t->o);
         install_forwarding(roots, n_roots);
         int st = wait_roots(roots, n_roots);
         write_full(exit_fd, &st, sizeof st);
@@ -480,6 +481,7 @@ static pid_t spawn_in_new_pidns(struct rst_tree *t, int exit_fd) {
         if (init == 0)
                 init_main(t, exit_fd);
         close(t->status_fd);
+        rst_ptys_close(t->o);
         close(exit_fd);
         install_forwarding(&init, 1);
         int st;
@@ -689,6 +691,8 @@ int main(int argc, char **argv) {
         char err[1024] = "";
         if (rst_tree_plan(&tree, err, sizeof err) < 0 || rst_shared_collect(ims, n, err, sizeof err) < 0)
                 die(fail_rc + 1, "%s", err);
+        if (rst_ptys_make(ims, n, &o, err, sizeof err) < 0)
+                die(fail_rc, "%s", err);
         tree.sync = rst_sync_new();
         if (!tree.sync)
                 die(fail_rc, "cannot allocate shared memory: %m");
@@ -722,6 +726,7 @@ int main(int argc, char **argv) {
         }
         close(status_pipe[1]);
         close(exit_pipe[1]);
+        rst_ptys_close(&o);
         for (size_t i = 0; i < n; i++)
                 close(ims[i].fd);
         install_forwarding(roots, n_roots);

@@ -845,6 +845,8 @@ int rst_load_and_jump(struct rst_image *im, const struct rst_options *o, int sta
                 }
                 in->file_fds[in->n_file_fds++] = (struct rst_file_fd) { RST_FILE_SHM | (uint32_t) i, shm_fds[i] };
         }
+        in->n_ptys = (uint32_t) o->n_ptys;
+        memcpy(in->ptys, o->ptys, o->n_ptys * sizeof o->ptys[0]);
         if ((r = recreate_deleted(im, in, max_fd + 1, err, errsize)) < 0)
                 return r;
         if (!lazy.n_runs)

@@ -8,6 +8,7 @@
 #include "coord-start.h"
 #include "env.h"
 #include "img.h"
+#include "rst-abi.h"
 
 struct rst_image {
         char path[PATH_MAX];
@@ -27,6 +28,8 @@ struct rst_options {
         int fail_rc;
         uint32_t members;               /* processes of the generation, 0 = from the image */
         uint64_t start_usec;            /* CLOCK_MONOTONIC at start */
+        struct rst_pty_fd ptys[RST_MAX_PTYS];   /* pty.c: sessions' controlling terminals */
+        size_t n_ptys;
 };
 
 /* Sent by dmtcp_restart to the child once the coordinator is ready. */
@@ -83,3 +86,12 @@ extern const size_t rst_blob_size;
 
 /* restorer-enter.S */
 _Noreturn void rst_enter(uint64_t entry, void *plan, uint64_t stack_top);
+
+/* pty.c: the ptys that were controlling terminals of sessions of the
+ * computation, made before the processes (see struct rst_pty_fd). */
+int rst_ptys_make(const struct rst_image *ims, size_t n, struct rst_options *o, char *err, size_t errsize);
+/* In a session leader, after setsid(): take its terminal, if it had one of
+ * these. Returns -errno with err filled if it cannot. */
+int rst_ptys_take_ctty(const struct rst_image *im, const struct rst_options *o, char *err, size_t errsize);
+/* In the processes that do not become restored ones. */
+void rst_ptys_close(const struct rst_options *o);

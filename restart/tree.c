@@ -5,8 +5,8 @@
  *
  * Each process, while still a copy of dmtcp_restart, creates its own
  * children first (so they are its children again), then all meet at
- * barriers: session leaders call setsid(), then members join their process
- * groups. Only then does each load its own image (loader.c) and wait for
+ * barriers: session leaders call setsid() (and take their terminal, pty.c),
+ * then members join their process groups. Only then does each load its own image (loader.c) and wait for
  * "go". The barriers and "go" live in a shared anonymous mapping created by
  * dmtcp_restart; every helper dies with its parent (PDEATHSIG) until it
  * becomes the restored process, so a failure leaves nothing behind. */
@@ -181,6 +181,11 @@ static _Noreturn void proc_main(struct rst_tree *t, size_t i) {
         for (int pass = 0; pass < 2; pass++) {
                 if (pass == 1 && new_session && setsid() < 0)
                         proc_fail(t, "process %d cannot become a session leader again: %m", (int) me);
+                /* Its terminal before the session's other processes, which
+                 * inherit it (pty.c). */
+                char err[512];
+                if (pass == 1 && new_session && rst_ptys_take_ctty(im, t->o, err, sizeof err) < 0)
+                        proc_fail(t, "%s", err);
                 for (size_t k = 0; k < t->n; k++) {
                         if (t->parent[k] != (int) i)
                                 continue;

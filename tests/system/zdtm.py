@@ -863,6 +863,16 @@ SPECS = {
     # checkpoints, each checking every step that it cannot take the other's;
     # a second child waits for two of the parent's locks throughout.
     "locks": lambda t: Spec(program(t, "locks"), progress=100),
+    # An epoll loop over a timerfd, eventfds, a signalfd and a pipe, shared
+    # with a child that feeds it; a heartbeat per timer expiration (20 ms).
+    "evloop": lambda t: Spec(program(t, "evloop"), progress=40),
+    # inotify watching a directory the program writes to.
+    "inotify": lambda t: Spec(program(t, "inotify"), progress=50),
+    # A FIFO between two processes, opened separately, bytes in flight.
+    "fifo": lambda t: Spec(program(t, "fifo"), progress=100),
+    # A program in a pty it opened: parent on the master, a session
+    # leader child with the slave as its controlling terminal.
+    "pty": lambda t: Spec(program(t, "pty"), progress=50),
     # Unix socket pairs (stream, seqpacket, datagram) between a parent and
     # its child and in one process, with bytes and datagrams in flight.
     "sockpair": lambda t: Spec(program(t, "sockpair"), progress=100),
@@ -958,23 +968,23 @@ def special(fn):
     return fn
 
 
-@special
-def flow_unsupported_fd(t):
-    """A descriptor kind the runtime cannot save (a userfaultfd): -bc fails
-    (exit 1) naming it, nothing is committed, the program goes on; after it
-    closes the descriptor checkpoints work, and the usual kill/restart/verify
-    follows."""
+def refused_then_fixed(t, name, words, what):
+    """The program holds something the runtime cannot save, as fd 40: -bc
+    fails (exit 1) with a message holding every one of words, nothing is
+    committed, the program goes on; once it has set that right (asked by
+    the file close-fd, answered by fd-closed), checkpoints work, and the
+    usual kill/restart/verify follows."""
     t.new_coordinator()
     try:
-        t.launch(program(t, "unsupported_fd"))
+        t.launch(program(t, name))
     except TestFailure:
         if t.prog.poll() == SKIP:
-            raise Skip("no userfaultfd here: %s" % t.prog.stderr().strip())
+            raise Skip("no %s here: %s" % (what, t.prog.stderr().strip()))
         raise
     t.progress(20)
     out = t.checkpoint(expect_rc=1)
-    check("fd 40" in out and "userfaultfd" in out,
-          "the failed checkpoint's message does not name fd 40 as a userfaultfd: %s" % out.strip())
+    check(all(w in out for w in words),
+          "the failed checkpoint's message does not name %s (%s): %s" % (what, ", ".join(words), out.strip()))
     log("%s: checkpoint refused as expected: %s" % (t.name, out.strip()))
     t.progress(20)
     gens = [d for d in os.listdir(t.ckpt) if d.startswith("gen-")]
@@ -987,6 +997,20 @@ def flow_unsupported_fd(t):
     t.expect_running("after closing the descriptor")
     rounds(t, 1)
     t.verify()
+
+
+@special
+def flow_unsupported_fd(t):
+    """A descriptor kind the runtime cannot save (a userfaultfd); the
+    program closes it."""
+    refused_then_fixed(t, "unsupported_fd", ["fd 40", "userfaultfd"], "a userfaultfd")
+
+
+@special
+def flow_inotify_renamed(t):
+    """An inotify watch whose path no longer leads to its directory (renamed):
+    it could not be added again by path; the program adds it by the new one."""
+    refused_then_fixed(t, "inotify_renamed", ["fd 40", "inotify", "watch 1"], "an inotify watch on a renamed directory")
 
 
 @special
