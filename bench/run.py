@@ -382,7 +382,7 @@ def main():
                     log("%d MiB %s run %d: %s" % (mib, contents, i + 1,
                                                   ", ".join("%s %.4f" % kv for kv in sorted(runs[-1].items()))))
                 table[(mib, contents)] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        mixed = b.mixed_overhead(3 if a.smoke else max(5, a.runs), 20000 if a.smoke else 1000000)
+        mixed = b.mixed_overhead(3 if a.smoke else max(9, a.runs), 20000 if a.smoke else 1000000)
         launch = b.launch_overhead(3 if a.smoke else 20)
     except Fail as e:
         print("bench: FAILED: %s" % e, file=sys.stderr)
