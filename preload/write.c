@@ -75,6 +75,7 @@ struct wr_slot {
         struct wr_out blocks[SLOT_MAX_BLOCKS];
         uint8_t *out;
         size_t out_cap, out_used;
+        uint8_t *mem;                   /* WINDOW bytes: the item's memory read through mem_fd */
 };
 
 struct wr_worker {
@@ -91,6 +92,7 @@ struct wr_worker {
 struct wr_ctx {
         const struct wr_request *req;
         int fd, pagemap_fd;
+        int mem_fd;                     /* /proc/self/mem in the snapshot child, else -1 */
         struct wr_item *items;
         uint32_t n_items, cap_items;
         _Atomic uint32_t next_item;
@@ -227,7 +229,7 @@ enum page_verdict { PV_SKIP, PV_DATA, PV_ZERO, PV_GUARD };
  * anonymous memory is zero already, while over a file mapping zeros must be
  * written back explicitly. */
 static enum page_verdict classify(const struct wr_ctx *w, const struct wr_worker *wk, const struct rt_region *rg,
-                                  const struct wr_item *it, bool need_pagemap, size_t q) {
+                                  const struct wr_item *it, const uint8_t *view, bool need_pagemap, size_t q) {
         if (need_pagemap) {
                 uint64_t e = wk->pagemap[q];
                 if (e & PM_GUARD)
@@ -237,9 +239,28 @@ static enum page_verdict classify(const struct wr_ctx *w, const struct wr_worker
                 if (!want)
                         return PV_SKIP;
         }
-        if (page_is_zero(region_src(rg, it->start + q * PAGE_SZ)))
+        if (page_is_zero(view ? view + q * PAGE_SZ : region_src(rg, it->start + q * PAGE_SZ)))
                 return rg->r.kind == IMG_RK_FILE_PRIVATE || rg->r.kind == IMG_RK_FILE_SHARED ? PV_ZERO : PV_SKIP;
         return PV_DATA;
+}
+
+/* The snapshot child runs in an address space fork just made: on virtual
+ * machines that shadow page tables (this project's CI among them), its first
+ * touch of each page costs a trap to the hypervisor, several microseconds,
+ * and reading memory in place ran at under 1 GB/s. The kernel reads
+ * /proc/self/mem through its own mapping of the pages instead, several
+ * times faster there and one extra copy elsewhere. So a window whose pages
+ * are all wanted (known from PAGEMAP_SCAN, or saved in full) is read into
+ * the slot's buffer in one pread; NULL: read in place (no mem_fd, pages to
+ * pick from /proc/self/pagemap, a region copied during the pause, or a
+ * read that failed). */
+static const uint8_t *read_item(const struct wr_ctx *w, const struct rt_region *rg, const struct wr_item *it,
+                                bool need_pagemap, struct wr_slot *s) {
+        size_t len = (size_t) (it->end - it->start);
+        if (w->mem_fd < 0 || !s->mem || rg->copy || need_pagemap || len > WINDOW)
+                return NULL;
+        long n = raw_syscall4(SYS_pread64, w->mem_fd, (long) s->mem, (long) len, (long) it->start);
+        return n == (long) len ? s->mem : NULL;
 }
 
 static void process_item(struct wr_ctx *w, struct wr_worker *wk, const struct wr_item *it, struct wr_slot *s) {
@@ -285,16 +306,17 @@ static void process_item(struct wr_ctx *w, struct wr_worker *wk, const struct wr
                         return;
                 }
         }
+        const uint8_t *view = read_item(w, rg, it, need_pagemap, s);
         size_t p = 0;
         while (p < npages) {
-                enum page_verdict v = classify(w, wk, rg, it, need_pagemap, p);
+                enum page_verdict v = classify(w, wk, rg, it, view, need_pagemap, p);
                 size_t q = p + 1;
-                while (q < npages && classify(w, wk, rg, it, need_pagemap, q) == v)
+                while (q < npages && classify(w, wk, rg, it, view, need_pagemap, q) == v)
                         q++;
                 uint64_t addr = it->start + p * PAGE_SZ;
                 uint32_t len = (uint32_t) ((q - p) * PAGE_SZ);
                 if (v == PV_DATA)
-                        emit_run(w, wk, s, it, region_src(rg, addr), addr, len);
+                        emit_run(w, wk, s, it, view ? view + p * PAGE_SZ : region_src(rg, addr), addr, len);
                 else if (v == PV_ZERO || v == PV_GUARD) {
                         struct img_block b = { .addr = addr, .ulen = len, .enc = v == PV_ZERO ? IMG_ENC_ZERO : IMG_ENC_GUARD,
                                                .target = IMG_BT_MEMORY, .index = it->index };
@@ -699,6 +721,11 @@ static int setup_workers(struct wr_ctx *w, struct wr_worker **out, unsigned *n_o
                                 return -ENOMEM;
                         w->slots[i].out_cap = out_cap;
                 }
+                if (w->mem_fd >= 0) {
+                        w->slots[i].mem = rt_map_scratch(WINDOW);
+                        if (w->slots[i].mem)
+                                raw_syscall3(SYS_madvise, (long) w->slots[i].mem, WINDOW, MADV_POPULATE_WRITE);
+                }
         }
         for (unsigned i = 0; i <= n; i++) {
                 struct wr_worker *wk = &wks[i];
@@ -721,13 +748,16 @@ static int setup_workers(struct wr_ctx *w, struct wr_worker **out, unsigned *n_o
 }
 
 int rt_write_image(const struct wr_request *req, struct wr_result *res) {
-        struct wr_ctx w = { .req = req, .fd = req->fd, .pagemap_fd = -1, .off = IMG_HEADER_SIZE, .synced = 0 };
+        struct wr_ctx w = { .req = req, .fd = req->fd, .pagemap_fd = -1, .mem_fd = -1, .off = IMG_HEADER_SIZE,
+                            .synced = 0 };
         memset(res, 0, sizeof *res);
         w.pagemap_fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
         if (w.pagemap_fd < 0) {
                 snprintf(res->err, sizeof res->err, "cannot open /proc/self/pagemap: %s", strerror(-w.pagemap_fd));
                 return w.pagemap_fd;
         }
+        if ((pid_t) raw_getpid() != rt.pid)     /* the snapshot child: see read_item */
+                w.mem_fd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) "/proc/self/mem", O_RDONLY | O_CLOEXEC, 0);
         /* Regions the program cannot read may still hold data (e.g. glibc's
          * cached thread stacks): make them readable while we save them. */
         const struct rt_capture *cap = req->cap;
@@ -806,6 +836,8 @@ int rt_write_image(const struct wr_request *req, struct wr_result *res) {
                         raw_syscall3(SYS_mprotect, (long) rg->r.start, (long) (rg->r.end - rg->r.start), (int) rg->r.prot);
         }
         raw_syscall1(SYS_close, w.pagemap_fd);
+        if (w.mem_fd >= 0)
+                raw_syscall1(SYS_close, w.mem_fd);
         if (r < 0) {
                 if (!res->err[0])
                         snprintf(res->err, sizeof res->err, "cannot write the image: %s", strerror(-r));
