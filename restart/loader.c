@@ -150,6 +150,16 @@ static int load_block_via_kernel(struct load_state *ls, const struct img_block *
         return 0;
 }
 
+/* The first block that failed is the one the error names. */
+static void note_bad_block(struct load_state *ls, size_t i, int r) {
+        pthread_mutex_lock(&ls->lock);
+        if (!atomic_load(&ls->err)) {
+                atomic_store(&ls->err, r);
+                ls->bad_block = i;
+        }
+        pthread_mutex_unlock(&ls->lock);
+}
+
 static void *load_worker(void *arg) {
         struct load_state *ls = arg;
         const struct img *img = &ls->im->img;
@@ -180,12 +190,7 @@ static void *load_worker(void *arg) {
                         atomic_fetch_add(&ls->usec_read, now_usec(CLOCK_MONOTONIC) - t0);
                         if (r == 0)
                                 continue;
-                        pthread_mutex_lock(&ls->lock);
-                        if (!atomic_load(&ls->err)) {
-                                atomic_store(&ls->err, r);
-                                ls->bad_block = i;
-                        }
-                        pthread_mutex_unlock(&ls->lock);
+                        note_bad_block(ls, i, r);
                         break;
                 }
                 /* Populate in the kernel: a page fault per 4 KiB page costs
@@ -198,12 +203,7 @@ static void *load_worker(void *arg) {
                 atomic_fetch_add(&ls->usec_populate, t1 - t0);
                 atomic_fetch_add(&ls->usec_read, now_usec(CLOCK_MONOTONIC) - t1);
                 if (r < 0) {
-                        pthread_mutex_lock(&ls->lock);
-                        if (!atomic_load(&ls->err)) {
-                                atomic_store(&ls->err, r);
-                                ls->bad_block = i;
-                        }
-                        pthread_mutex_unlock(&ls->lock);
+                        note_bad_block(ls, i, r);
                         break;
                 }
         }
