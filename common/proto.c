@@ -128,6 +128,7 @@ static const struct schema schemas[_PROTO_TYPE_MAX] = {
         SCHEMA(PROTO_WHO_IS, "WHO_IS", f_who_is),
         SCHEMA(PROTO_WHO, "WHO", f_who),
         SCHEMA(PROTO_NOTICE, "NOTICE", f_notice),
+        [PROTO_EXEC_FAILED] = { "EXEC_FAILED", NULL, 0 },  /* no payload */
 };
 
 static const struct schema *schema_of(int type) {

@@ -52,6 +52,7 @@ enum proto_type {
         PROTO_WHO_IS,             /* worker -> coordinator: is process (host, pid) a member? */
         PROTO_WHO,                /* coordinator -> worker: answer to WHO_IS */
         PROTO_NOTICE,             /* worker -> coordinator: a line for its log about this member */
+        PROTO_EXEC_FAILED,        /* worker -> coordinator: the exec it announced failed; still itself */
         _PROTO_TYPE_MAX,
 };
 

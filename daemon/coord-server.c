@@ -290,6 +290,9 @@ static void on_message(struct coord_conn *c, const struct proto_msg *m) {
                 case PROTO_EXEC:
                         coord_state_exec(srv->state, c->token);
                         break;
+                case PROTO_EXEC_FAILED:
+                        coord_state_exec_failed(srv->state, c->token);
+                        break;
                 case PROTO_WHO_IS:
                         coord_state_who_is(srv->state, c->token, &m->u.who_is);
                         break;

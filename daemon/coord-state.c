@@ -1268,6 +1268,12 @@ void coord_state_exec(struct coord_state *s, uint64_t conn) {
                 m->execing = true;
 }
 
+void coord_state_exec_failed(struct coord_state *s, uint64_t conn) {
+        struct coord_member *m = member_find(s, conn);
+        if (m && !m->pending && !m->placeholder)
+                m->execing = false;
+}
+
 void coord_state_who_is(struct coord_state *s, uint64_t conn, const struct proto_who_is *q) {
         struct coord_member *asker = member_find(s, conn);
         if (!asker)

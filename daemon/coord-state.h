@@ -274,6 +274,8 @@ void coord_state_tick(struct coord_state *s);
 
 /* A member is about to exec (EXEC); who is (host, pid) (WHO_IS). */
 void coord_state_exec(struct coord_state *s, uint64_t conn);
+/* The exec it announced failed: a member like before. */
+void coord_state_exec_failed(struct coord_state *s, uint64_t conn);
 void coord_state_who_is(struct coord_state *s, uint64_t conn, const struct proto_who_is *q);
 /* A member's NOTICE: one line of the log, naming the member. */
 void coord_state_notice(struct coord_state *s, uint64_t conn, const struct proto_notice *n);

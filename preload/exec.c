@@ -174,7 +174,16 @@ static bool exec_enter(bool announce) {
 static void exec_leave(bool entered) {
         if (!entered)
                 return;
-        atomic_store(&rt.exec_pending, 0);      /* the exec failed */
+        if (atomic_exchange(&rt.exec_pending, 0)) {
+                /* The exec failed: we are still ourselves to the coordinator. */
+                rt_fork_lock();
+                if (rt.coord_fd >= 0) {
+                        struct proto_msg m;
+                        proto_init(&m, PROTO_EXEC_FAILED);
+                        proto_send(rt.coord_fd, &m);
+                }
+                rt_fork_unlock();
+        }
         rt_crit_leave(&rt.crit);
 }
 

@@ -530,6 +530,10 @@ static void test_who_is(void **state) {
         assert_int_equal(who(s, 10, 501), PROTO_WHO_IN_ROUND);
         coord_state_exec(s, 11);
         assert_int_equal(who(s, 10, 501), PROTO_WHO_EXEC);
+        /* The exec failed: in the round as before, and its leaving is a
+         * leaving, not an exec whose new image is awaited. */
+        coord_state_exec_failed(s, 11);
+        assert_int_equal(who(s, 10, 501), PROTO_WHO_IN_ROUND);
 }
 
 /* A member's NOTICE is one line of the log at its level, naming the

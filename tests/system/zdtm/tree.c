@@ -7,7 +7,8 @@
  * few hundred steps G also runs system("exit 3"), reads popen("echo ...")
  * and vfork()+exec()s /bin/true, each a program started under the runtime
  * that must come and go cleanly. C holds a child that exited at once and
- * was never reaped (a zombie, its SIGCHLD blocked and pending).
+ * was never reaped (a zombie, its SIGCHLD blocked and pending). P tried
+ * once to exec a program that does not exist, and went on.
  *
  * At verification the token "verify" goes round: each process checks its
  * pid, parent, session and process group, C reaps its zombie (status 7,
@@ -172,6 +173,13 @@ int main(int argc, char **argv) {
                         close(gp[0]), close(gp[1]), close(pc[1]), close(cg[0]);
                         relay(0, z);
                 }
+                /* An exec that fails: P stays what it was, to the coordinator
+                 * too (it announced the exec, then took it back), so G's
+                 * checkpoints find it a member, not a process between two
+                 * programs. */
+                errno = 0;
+                execl("/nonexistent/dmtcp-zdtm-program", "none", (char *) NULL);
+                check(errno == ENOENT, "parent: an exec of a missing program gave %s", strerror(errno));
                 mine = ids_now();
                 in_fd = gp[0];
                 out_fd = pc[1];
