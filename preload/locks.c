@@ -99,17 +99,35 @@ static int parse_lock(const struct rt_fd *f, char *line, char *err, size_t errsi
         return r;
 }
 
+static void warn_external_lock(const struct rt_fd *f) {
+        static int warned[32];
+        static unsigned n_warned;
+        for (unsigned i = 0; i < n_warned; i++)
+                if (warned[i] == f->d.fd)
+                        return;
+        if (n_warned < ARRAY_SIZE(warned))
+                warned[n_warned++] = f->d.fd;
+        rt_warn("fd %d (%s), inherited at launch, holds a file lock: a restart will not take it again "
+                "(the descriptor is bound to the restarting command's)", f->d.fd, f->path ? f->path : "?");
+}
+
 int rt_locks_capture(char *err, size_t errsize) {
         n_locks = 0;
         for (uint32_t i = 0; i < rt_cap->n_fds; i++) {
                 const struct rt_fd *f = &rt_cap->fds[i];
-                if (f->d.kind == IMG_FD_EXTERNAL)
-                        continue;       /* the outside world's */
                 char path[64], buf[16384];
                 snprintf(path, sizeof path, "/proc/self/fdinfo/%d", f->d.fd);
                 ssize_t n = read_small_file(path, buf, sizeof buf);
                 if (n < 0)
                         continue;
+                if (f->d.kind == IMG_FD_EXTERNAL) {
+                        /* The outside world's: a restart binds the descriptor
+                         * to the restarting command's, which the lock was never
+                         * on. Say so, once per descriptor. */
+                        if (strstr(buf, "lock:"))
+                                warn_external_lock(f);
+                        continue;
+                }
                 for (char *line = strstr(buf, "lock:"); line; line = strstr(line, "lock:")) {
                         char *nl = strchr(line, '\n');
                         if (nl)

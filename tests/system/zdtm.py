@@ -679,6 +679,8 @@ def check_inherited(t):
         out = read_text(p.out_path)
         check("step " in text, "%s's pipe (fd %d) got no line from the program: %r" % (p.name, INHERITED_FD, text[-200:]))
         check("step " in out, "%s's stdout got no line from the program: %r" % (p.name, out[-200:]))
+    check(re.search(r"fd 1 \(.*\), inherited at launch, holds a file lock", stages[0].stderr()),
+          "no warning about the lock on the inherited stdout: %s" % stages[0].stderr()[-300:])
     last = stages[-1]
     check("verified" in last.pipe_text() and "verified" in read_text(last.out_path),
           "the last restart's pipe and stdout did not get the final line")

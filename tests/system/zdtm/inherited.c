@@ -5,6 +5,9 @@
  * "verified" at the end. The driver checks that each restart's pipe and
  * stdout received the lines written after that restart.
  *
+ * It also holds a shared flock on stdout, which the runtime must name in a
+ * warning at the checkpoint (a restart does not take it again).
+ *
  * Checked on every step: fds 0, 1, 2 and 20 are open, fd 20 is a FIFO
  * opened for writing, and writes to it and to stdout succeed. */
 #include <errno.h>
@@ -12,6 +15,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -41,6 +45,9 @@ int main(int argc, char **argv) {
         test_init(argc, argv);
         signal(SIGPIPE, SIG_IGN);       /* a closed pipe is an error message, not a death */
         check_fds();
+        /* A lock on an inherited file: the runtime says a restart will not
+         * take it again (the driver looks for the warning). */
+        check(flock(1, LOCK_SH | LOCK_NB) == 0, "flock on stdout: %s", strerror(errno));
         uint64_t step = 0;
         say("start", 0);
         test_ready();
