@@ -293,29 +293,43 @@ _public_ int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_a
 
 /* After a restart the coordinator's address and the inherited descriptors
  * differ from what the program's environment says, and system() and popen()
- * pass that environment on. Point the entries at current values. Called
- * once the program's threads run again: the strings come from malloc, since
- * programs may free or replace their environment's strings (perl does),
- * and malloc is only safe to call once no thread is parked inside it. The
- * old strings are left alone: we do not know who owns them. */
-void rt_env_after_restart(void) {
+ * pass that environment on as it is (glibc calls its own posix_spawn, not
+ * ours). Point the entries at current values before the program runs
+ * again, or a child it starts at once would look for the old coordinator.
+ *
+ * In two steps. While the threads are parked nothing may allocate (a parked
+ * thread may hold malloc's lock): the entries point at strings of ours, in
+ * static storage. Once the threads run, each entry that still points there
+ * gets a copy from malloc, since programs may free or replace their
+ * environment's strings (perl does). The old strings are left alone: we do
+ * not know who owns them. */
+static char env_coord[PATH_MAX + 32];
+static char env_external[RT_MAX_EXTERNAL_FDS * 48 + 32];
+
+void rt_env_before_resume(void) {
         char addr[PATH_MAX + 16], fds[RT_MAX_EXTERNAL_FDS * 48 + 32];
         rt_coord_addr_format(&rt.cfg.coord, addr, sizeof addr);
         format_external(fds, sizeof fds);
-        char *coord = NULL, *ext = NULL;
-        if (asprintf(&coord, "DMTCP_COORD=%s", addr) < 0)
-                coord = NULL;
-        if (asprintf(&ext, "DMTCP_EXTERNAL_FDS=%s", fds) < 0)
-                ext = NULL;
+        snprintf(env_coord, sizeof env_coord, "DMTCP_COORD=%s", addr);
+        snprintf(env_external, sizeof env_external, "DMTCP_EXTERNAL_FDS=%s", fds);
+        bool coord = false, ext = false;
         for (size_t i = 0; environ && environ[i]; i++) {
-                if (coord && is_key(environ[i], "DMTCP_COORD")) {
-                        environ[i] = coord;
-                        coord = NULL;
-                } else if (ext && is_key(environ[i], "DMTCP_EXTERNAL_FDS")) {
-                        environ[i] = ext;
-                        ext = NULL;
+                if (!coord && is_key(environ[i], "DMTCP_COORD")) {
+                        environ[i] = env_coord;
+                        coord = true;
+                } else if (!ext && is_key(environ[i], "DMTCP_EXTERNAL_FDS")) {
+                        environ[i] = env_external;
+                        ext = true;
                 }
         }
-        free(coord);
-        free(ext);
+}
+
+void rt_env_after_restart(void) {
+        for (size_t i = 0; environ && environ[i]; i++) {
+                if (environ[i] != env_coord && environ[i] != env_external)
+                        continue;
+                char *copy = strdup(environ[i]);
+                if (copy)
+                        environ[i] = copy;
+        }
 }

@@ -83,13 +83,102 @@ static int list_children(pid_t *out, int max) {
         return n;
 }
 
-static char proc_state(pid_t pid) {
-        char path[64], buf[512];
-        snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
+/* What /proc/PID/stat (or a thread's) tells. Fields (proc(5)): 3 state,
+ * 9 flags, 23 vsize, 26 startcode, 51 env_end. */
+struct task_stat {
+        char state;                     /* 0: gone */
+        bool exiting;                   /* PF_EXITING: in exit(), memory and descriptors going */
+        bool execing;                   /* its new memory has no environment yet: inside execve */
+};
+
+#define PF_EXITING 0x00000004
+
+static struct task_stat task_stat(const char *path) {
+        struct task_stat ts = { 0 };
+        char buf[2048];
         if (read_small_file(path, buf, sizeof buf) < 0)
-                return 0;
+                return ts;
         char *p = strrchr(buf, ')');
-        return p && p[1] == ' ' ? p[2] : 0;
+        if (!p || p[1] != ' ')
+                return ts;
+        ts.state = p[2];
+        unsigned long long flags = 0, vsize = 0, start_code = 0, env_end = 0;
+        p += 2;
+        for (int field = 3; field <= 51 && *p; field++) {
+                char *end;
+                unsigned long long v = strtoull(p, &end, 10);
+                if (field == 9)
+                        flags = v;
+                else if (field == 23)
+                        vsize = v;
+                else if (field == 26)
+                        start_code = v;
+                else if (field == 51)
+                        env_end = v;
+                p = strchr(end, ' ');
+                if (!p)
+                        break;
+                p++;
+        }
+        ts.exiting = flags & PF_EXITING;
+        /* The kernel shows the memory fields only to who may read the
+         * process's memory (start_code reads 1 to others), and env_end is
+         * set when execve lays out the new stack: memory without an
+         * environment is an exec between switching memories and that. */
+        ts.execing = !ts.exiting && vsize > 0 && start_code != 1 && env_end == 0;
+        return ts;
+}
+
+static struct task_stat child_stat(pid_t pid) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
+        return task_stat(path);
+}
+
+/* Has the thread been told to die (SIGKILL pending: exit_group or a fatal
+ * signal of its process)? */
+static bool thread_killed(pid_t pid, const char *tid) {
+        char path[96], buf[8192];
+        snprintf(path, sizeof path, "/proc/%d/task/%s/status", (int) pid, tid);
+        if (read_small_file(path, buf, sizeof buf) < 0)
+                return true;    /* gone */
+        const char *p = strstr(buf, "\nSigPnd:");
+        if (!p)
+                return false;
+        unsigned long long pending = strtoull(p + strlen("\nSigPnd:"), NULL, 16);
+        return pending & (1ULL << (SIGKILL - 1));
+}
+
+/* A child whose main thread is a zombie but which the kernel does not let
+ * us wait for yet: other threads of it remain (the checkpoint thread of a
+ * program under the runtime, at least). Is the whole process ending, every
+ * other thread exiting or killed, so that it will be a zombie to record in
+ * a moment? Or did only its main thread end (pthread_exit) while the others
+ * run on? */
+static bool process_ending(pid_t pid) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/task", (int) pid);
+        int dfd = (int) raw_syscall4(SYS_openat, AT_FDCWD, (long) path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (dfd < 0)
+                return true;
+        bool ending = true;
+        char dents[4096], tpath[96];
+        long k;
+        while (ending && (k = raw_syscall3(SYS_getdents64, dfd, (long) dents, sizeof dents)) > 0) {
+                for (long o = 0; ending && o < k;) {
+                        struct dirent64 *de = (struct dirent64 *) (dents + o);
+                        o += de->d_reclen;
+                        if (de->d_name[0] == '.' || atoi(de->d_name) == pid)
+                                continue;
+                        snprintf(tpath, sizeof tpath, "/proc/%d/task/%s/stat", (int) pid, de->d_name);
+                        struct task_stat ts = task_stat(tpath);
+                        if (ts.state == 0 || ts.state == 'Z' || ts.state == 'X' || ts.exiting)
+                                continue;
+                        ending = thread_killed(pid, de->d_name);
+                }
+        }
+        raw_syscall1(SYS_close, dfd);
+        return ending;
 }
 
 /* Does the process run under the runtime (our library mapped)? Reads its
@@ -213,7 +302,8 @@ static int settle_children(bool after_suspend, char *err, size_t errsize) {
                 if (recorded_zombie(pid))
                         continue;
                 for (;;) {
-                        char st = proc_state(pid);
+                        struct task_stat cs = child_stat(pid);
+                        char st = cs.state;
                         if (st == 0)
                                 break;                  /* gone: reaped by the program meanwhile */
                         if (st == 'Z' || st == 'X') {
@@ -224,8 +314,21 @@ static int settle_children(bool after_suspend, char *err, size_t errsize) {
                                         *c = (struct img_child) { (uint32_t) pid, si.si_code, si.si_status, 0 };
                                         break;
                                 }
-                                if (st == 'Z')
-                                        break;  /* auto-reaped (SIGCHLD ignored) */
+                                /* Not waitable: a zombie main thread whose
+                                 * process still has threads. Wait for those to
+                                 * go if they are going (a checkpoint thread
+                                 * outlives the main thread of an ending
+                                 * program by a moment); not for a process
+                                 * whose main thread alone ended. */
+                                if (st == 'Z' && !process_ending(pid))
+                                        break;
+                        } else if (cs.exiting || cs.execing) {
+                                /* Its maps and environment are gone or not
+                                 * there yet, so they cannot say whether it runs
+                                 * under the runtime: an ending child (whose
+                                 * runtime may have left the round already) is
+                                 * about to be a zombie to record; an exec'ing
+                                 * one will show its new program. Wait. */
                         } else if (!runs_runtime(pid) && !will_run_runtime(pid)) {
                                 if (!after_suspend) {
                                         char comm[32];
@@ -251,9 +354,12 @@ static int settle_children(bool after_suspend, char *err, size_t errsize) {
                         if (now_usec(CLOCK_MONOTONIC) > deadline) {
                                 char comm[32];
                                 proc_comm(pid, comm, sizeof comm);
-                                snprintf(err, errsize, after_suspend ? "child %d (%s) left the checkpoint but did not end"
-                                                                     : "child %d (%s) did not join the computation within %llu s",
-                                         (int) pid, comm, CHILD_JOIN_TIMEOUT_USEC / 1000000);
+                                const char *what = st == 'Z' || st == 'X' || cs.exiting ? "was still ending after"
+                                                   : cs.execing   ? "was still starting a program after"
+                                                   : after_suspend ? "left the checkpoint but did not end within"
+                                                                   : "did not join the computation within";
+                                snprintf(err, errsize, "child %d (%s) %s %llu s", (int) pid, comm, what,
+                                         CHILD_JOIN_TIMEOUT_USEC / 1000000);
                                 return -ETIMEDOUT;
                         }
                         struct timespec ts = { 0, 2 * 1000 * 1000 };

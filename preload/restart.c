@@ -182,6 +182,7 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
                 status_fd = -1;
         }
         rt.restart_count++;
+        rt_env_before_resume();
         rt_threads_resume();
         rt_env_after_restart();
         rt_rst_done(PROTO_PH_RST_RESUME);

@@ -305,7 +305,8 @@ int rt_wait_children(char *err, size_t errsize);          /* SUSPEND: children j
 int rt_children_after_suspend(char *err, size_t errsize); /* after GO(SUSPEND): late zombies */
 
 /* exec.c */
-void rt_env_after_restart(void);
+void rt_env_before_resume(void);                          /* restart, threads parked: no allocation */
+void rt_env_after_restart(void);                          /* restart, threads running: malloc'd copies */
 extern int (*rt_real_sigaction)(int, const struct sigaction *, struct sigaction *);
 
 /* ckpt.c: the checkpoint thread */

@@ -310,6 +310,12 @@ static void inspect(const struct rst_image *im) {
                        (unsigned long long) t->ctx_addr, t->flags & IMG_TF_LEADER ? " leader" : "",
                        t->flags & IMG_TF_CKPT ? " checkpoint-thread" : "");
         }
+        for (size_t i = 0; i < img->n_children; i++) {
+                const struct img_child *c = &img->children[i];
+                printf("  child %u ended (%s %d), not reaped\n", c->pid,
+                       c->code == CLD_EXITED ? "exit" : c->code == CLD_DUMPED ? "dumped core on signal" : "signal",
+                       c->status);
+        }
         for (size_t i = 0; i < img->n_regions; i++) {
                 const struct img_parsed_region *pr = &img->regions[i];
                 uint64_t bytes = 0;

@@ -1258,7 +1258,7 @@ def test_progress_and_idle_exit(env):
     os.makedirs(d)
     open(os.path.join(d, "idle.conf"), "w").write("[Service]\nEnvironment=DMTCP_IDLE_TIMEOUT=2\n")
     env.systemctl("daemon-reload")
-    out, _ = env.launch("big", 0, 0, 200)        # 200 MB to write: a checkpoint takes a while
+    out, _ = env.launch("big", 0, 0, 1000)       # 1000 MB to write: a checkpoint takes a while (>250 ms)
     env.wait_ticks_past(out, 2)
     r = env.run(["script", "-qefc", "dmtcpctl checkpoint big --wait", "/dev/null"], timeout=120, check_rc=0)
     check("\x1b[Kbig: checkpoint generation 1: phase" in r.stdout, "progress on a terminal: %r" % r.stdout[:400])

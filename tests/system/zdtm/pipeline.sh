@@ -61,7 +61,10 @@ consumer=$!
 echo $$ > ready.tmp && mv ready.tmp ready
 while :; do
         wait $consumer
-        st=$?
         # Interrupted by the trap: the consumer is still there.
-        kill -0 $consumer 2>/dev/null || exit $st
+        kill -0 $consumer 2>/dev/null && continue
+        # It ended, maybe as the trap interrupted the wait (which then said
+        # 138): bash keeps its status for another wait.
+        wait $consumer
+        exit $?
 done

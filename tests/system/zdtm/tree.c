@@ -4,11 +4,13 @@
  *   child, its own process group) -> back to G
  *
  * Each adds one to the token and checks it is the number it expects. Every
- * few hundred steps G also runs system("exit 3"), reads popen("echo ...")
- * and vfork()+exec()s /bin/true, each a program started under the runtime
- * that must come and go cleanly. C holds a child that exited at once and
- * was never reaped (a zombie, its SIGCHLD blocked and pending). P tried
- * once to exec a program that does not exist, and went on.
+ * few dozen steps G also runs system("exit 3"), reads popen("echo ..."),
+ * vfork()+exec()s /bin/true, posix_spawn()s it and fork()+exec()s a shell,
+ * each a program started under the runtime that must come and go cleanly:
+ * a checkpoint that catches one ending must bring it back as the zombie its
+ * parent then reaps. C holds a child that exited at once and was never
+ * reaped (a zombie, its SIGCHLD blocked and pending). P tried once to exec
+ * a program that does not exist, and went on.
  *
  * At verification the token "verify" goes round: each process checks its
  * pid, parent, session and process group, C reaps its zombie (status 7,
@@ -17,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +119,19 @@ static void spawn_programs(void) {
         }
         check(pid > 0, "vfork: %s", strerror(errno));
         wait_child(pid, 0, "vfork child");
+        /* posix_spawn itself (system and popen use glibc's own), and fork
+         * then exec (announced to the coordinator). */
+        char *const true_argv[] = { (char *) "true", NULL };
+        int r = posix_spawn(&pid, "/bin/true", NULL, NULL, true_argv, environ);
+        check(r == 0, "posix_spawn: %s", strerror(r));
+        wait_child(pid, 0, "posix_spawn child");
+        pid = fork();
+        if (pid == 0) {
+                execl("/bin/sh", "sh", "-c", "exit 5", (char *) NULL);
+                _exit(127);
+        }
+        check(pid > 0, "fork: %s", strerror(errno));
+        wait_child(pid, 5, "forked child");
 }
 
 /* A process of the ring: forward the token (+1) until "verify". */
