@@ -436,6 +436,18 @@ static int exchange_all(const char *when, char *err, size_t errsize) {
                         continue;
                 s->refilled = true;
                 bool mine = s->flags & SKF_CONSUMED;
+                if (mine && s->drained < s->need) {
+                        /* The drain failed part-way (an abandoned checkpoint):
+                         * what we hold is not the stream's next bytes, and
+                         * handing it over would give both programs misaligned
+                         * data. Break the connection instead, as a network
+                         * failure would. */
+                        rt_error("fd %d: only %llu of the %llu bytes in flight on its TCP connection were read "
+                                 "before the checkpoint was abandoned: the connection is closed",
+                                 f->d.fd, (unsigned long long) s->drained, (unsigned long long) s->need);
+                        shutdown(f->d.fd, SHUT_RDWR);
+                        continue;
+                }
                 int r = sk_exchange_add(f, mine ? f->data : NULL, mine ? f->data_len : 0, false);
                 if (r < 0)
                         return r;
