@@ -545,35 +545,26 @@ int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
                 pr->n_blocks++;
         }
         img->n_mem_blocks = b;
+        /* The rest, sorted by target, object and offset: the content of
+         * deleted files, then of shared memory objects. Each object's blocks
+         * are one run that must not overlap itself. */
         uint64_t prev_end = 0;
-        uint32_t prev_file = IMG_NONE;
-        for (; b < img->n_blocks && img->blocks[b].target == IMG_BT_FILE; b++) {
-                const struct img_block *bl = &img->blocks[b];
-                struct img_parsed_file *pf = &img->files[bl->index];
-                if (bl->index != prev_file)
-                        prev_end = 0;
-                if (bl->addr < prev_end)
-                        return bad_meta(img, err, "corrupted block table (file blocks overlap)");
-                prev_end = bl->addr + bl->ulen;
-                prev_file = bl->index;
-                if (pf->n_blocks == 0)
-                        pf->first_block = (uint32_t) b;
-                pf->n_blocks++;
-        }
-        prev_end = 0;
-        prev_file = IMG_NONE;
+        const struct img_block *prev = NULL;
         for (; b < img->n_blocks; b++) {
                 const struct img_block *bl = &img->blocks[b];
-                struct img_parsed_shm *sh = &img->shms[bl->index];
-                if (bl->index != prev_file)
+                bool file = bl->target == IMG_BT_FILE;
+                if (!prev || bl->index != prev->index || bl->target != prev->target)
                         prev_end = 0;
                 if (bl->addr < prev_end)
-                        return bad_meta(img, err, "corrupted block table (shared memory blocks overlap)");
+                        return bad_meta(img, err, "corrupted block table (%s blocks overlap)",
+                                        file ? "file" : "shared memory");
                 prev_end = bl->addr + bl->ulen;
-                prev_file = bl->index;
-                if (sh->n_blocks == 0)
-                        sh->first_block = (uint32_t) b;
-                sh->n_blocks++;
+                prev = bl;
+                uint32_t *first = file ? &img->files[bl->index].first_block : &img->shms[bl->index].first_block;
+                uint32_t *n = file ? &img->files[bl->index].n_blocks : &img->shms[bl->index].n_blocks;
+                if (*n == 0)
+                        *first = (uint32_t) b;
+                (*n)++;
         }
         return 0;
 bad:
