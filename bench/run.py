@@ -215,38 +215,37 @@ class Bench:
 
     # -- overheads -------------------------------------------------------------
 
-    def mixed_overhead(self, runs, iters):
-        ckpt = os.path.join(self.root, "mixed")
+    def native_and_under(self, name, runs, measure):
+        """Medians of measure(prefix) run natively (prefix []) and under
+        dmtcp_launch, alternating, with a coordinator of their own."""
+        ckpt = os.path.join(self.root, name)
         os.makedirs(ckpt, exist_ok=True)
         c = self.start_coordinator(ckpt)
+        launch = [self.bin["launch"], "-j", "-h", "127.0.0.1", "-p", str(c.port), "--ckptdir", ckpt]
         native, under = [], []
         try:
             for _ in range(runs):
-                for lst, pre in ((native, []), (under, [self.bin["launch"], "-j", "-h", "127.0.0.1", "-p",
-                                                        str(c.port), "--ckptdir", ckpt])):
-                    out = subprocess.run(pre + [self.bin["mixed"], "2", str(iters)], check=True,
-                                         capture_output=True, text=True, env=self.env).stdout
-                    lst.append(float(out.split()[1]))
+                native.append(measure([]))
+                under.append(measure(launch))
         finally:
             self.stop_coordinator(c)
         return statistics.median(native), statistics.median(under)
 
+    def mixed_overhead(self, runs, iters):
+        def work_seconds(pre):
+            out = subprocess.run(pre + [self.bin["mixed"], "2", str(iters)], check=True,
+                                 capture_output=True, text=True, env=self.env).stdout
+            return float(out.split()[1])
+        return self.native_and_under("mixed", runs, work_seconds)
+
     def launch_overhead(self, runs):
-        ckpt = os.path.join(self.root, "launch")
-        os.makedirs(ckpt, exist_ok=True)
-        c = self.start_coordinator(ckpt)
         true = shutil.which("true") or "/bin/true"
-        native, under = [], []
-        try:
-            for _ in range(runs):
-                for lst, pre in ((native, []), (under, [self.bin["launch"], "-j", "-h", "127.0.0.1", "-p",
-                                                        str(c.port), "--ckptdir", ckpt])):
-                    t = time.monotonic()
-                    subprocess.run(pre + [true], check=True, env=self.env)
-                    lst.append(time.monotonic() - t)
-        finally:
-            self.stop_coordinator(c)
-        return statistics.median(native), statistics.median(under)
+
+        def wall_seconds(pre):
+            t = time.monotonic()
+            subprocess.run(pre + [true], check=True, env=self.env)
+            return time.monotonic() - t
+        return self.native_and_under("launch", runs, wall_seconds)
 
 
 # ---- the report ------------------------------------------------------------------
