@@ -144,6 +144,20 @@ static size_t env_count(char *const env[]) {
         return n;
 }
 
+/* Announce an exec to the coordinator (EXEC), or take it back after it
+ * failed (EXEC_FAILED), under the fork lock: no join is in flight meanwhile,
+ * and none starts while an exec is pending. */
+static void set_exec_pending(bool on) {
+        rt_fork_lock();
+        atomic_store(&rt.exec_pending, on ? 1 : 0);
+        if (rt.coord_fd >= 0) {
+                struct proto_msg m;
+                proto_init(&m, on ? PROTO_EXEC : PROTO_EXEC_FAILED);
+                proto_send(rt.coord_fd, &m);
+        }
+        rt_fork_unlock();
+}
+
 /* The exec critical section: no exec while this process is checkpointed,
  * and no checkpoint starts while an exec is being announced. The new
  * environment is built inside it: a checkpoint (and a restart, with a new
@@ -159,14 +173,7 @@ static bool exec_enter(bool announce) {
                 /* Wait for a join in flight (it holds the fork lock), and
                  * start none until the exec: the coordinator must hear of
                  * the exec from a member it knows, or not know us at all. */
-                rt_fork_lock();
-                atomic_store(&rt.exec_pending, 1);
-                if (rt.coord_fd >= 0) {
-                        struct proto_msg m;
-                        proto_init(&m, PROTO_EXEC);
-                        proto_send(rt.coord_fd, &m);
-                }
-                rt_fork_unlock();
+                set_exec_pending(true);
         }
         return true;
 }
@@ -174,16 +181,8 @@ static bool exec_enter(bool announce) {
 static void exec_leave(bool entered) {
         if (!entered)
                 return;
-        if (atomic_exchange(&rt.exec_pending, 0)) {
-                /* The exec failed: we are still ourselves to the coordinator. */
-                rt_fork_lock();
-                if (rt.coord_fd >= 0) {
-                        struct proto_msg m;
-                        proto_init(&m, PROTO_EXEC_FAILED);
-                        proto_send(rt.coord_fd, &m);
-                }
-                rt_fork_unlock();
-        }
+        if (atomic_load(&rt.exec_pending))
+                set_exec_pending(false);  /* the exec failed: we are still ourselves */
         rt_crit_leave(&rt.crit);
 }
 
