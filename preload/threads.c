@@ -118,23 +118,16 @@ void rt_thread_restore_self(struct rt_thread *t) {
         raw_syscall2(SYS_prctl, PR_SET_NAME, (long) ti->comm);
 }
 
-/* SigPnd of the calling thread (its private pending set), read with raw
- * system calls: this runs in the signal handler. */
-static uint64_t thread_private_pending(void) {
+/* A signal set of a status file: "SigPnd" of /proc/thread-self/status is
+ * the calling thread's private pending set, "ShdPnd" of /proc/self/status
+ * the process's. Read with raw system calls: this runs in the signal
+ * handler. */
+static uint64_t status_sigset(const char *path, const char *field) {
         char buf[4096];
-        if (rt_read_proc("/proc/thread-self/status", buf, sizeof buf) <= 0)
+        if (rt_read_proc(path, buf, sizeof buf) <= 0)
                 return 0;
-        const char *p = strstr(buf, "\nSigPnd:");
-        return p ? strtoull(p + 8, NULL, 16) : 0;
-}
-
-/* ShdPnd of the process. */
-static uint64_t process_pending(void) {
-        char buf[4096];
-        if (rt_read_proc("/proc/self/status", buf, sizeof buf) <= 0)
-                return 0;
-        const char *p = strstr(buf, "\nShdPnd:");
-        return p ? strtoull(p + 8, NULL, 16) : 0;
+        const char *p = strstr(buf, field);
+        return p ? strtoull(p + strlen(field), NULL, 16) : 0;
 }
 
 uint32_t rt_take_pending(uint64_t set, pid_t tid, struct rt_pending *out, uint32_t max) {
@@ -194,12 +187,14 @@ static void rt_sigckpt_handler(int sig, siginfo_t *si, void *ucv) {
         memcpy(&t->info.sigmask, &uc->uc_sigmask, sizeof t->info.sigmask);
         /* Our own pending signals, siginfo included (the handler runs with
          * every signal blocked, so they are ours to take and put back). */
-        t->n_pending = rt_take_pending(thread_private_pending(), (pid_t) t->tid, t->pending, RT_MAX_THREAD_PENDING);
+        t->n_pending = rt_take_pending(status_sigset("/proc/thread-self/status", "\nSigPnd:"), (pid_t) t->tid,
+                                       t->pending, RT_MAX_THREAD_PENDING);
         /* Only the main thread may queue a signal to the process with its
          * original siginfo (the kernel's rule): it keeps the process-wide
          * pending signals. */
         if (t->tid == (uint32_t) rt.pid && rt_cap && rt_cap->pending)
-                rt_cap->n_pending = rt_take_pending(process_pending(), 0, rt_cap->pending, RT_MAX_PROCESS_PENDING);
+                rt_cap->n_pending = rt_take_pending(status_sigset("/proc/self/status", "\nShdPnd:"), 0,
+                                                    rt_cap->pending, RT_MAX_PROCESS_PENDING);
         t->info.sigpending = 0;
         for (uint32_t i = 0; i < t->n_pending; i++)
                 t->info.sigpending |= 1ULL << (t->pending[i].sig - 1);
