@@ -262,6 +262,21 @@ static void test_trailing_bytes(void **state) {
         assert_int_equal(proto_decode(buf, (size_t) n + 1, &m), -EBADMSG);
 }
 
+/* A message without payload (EXEC, EXEC_FAILED) carries none. */
+static void test_payload_on_empty_type(void **state) {
+        static const int types[] = { PROTO_EXEC, PROTO_EXEC_FAILED };
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+                struct proto_msg m;
+                make(&m, types[i]);
+                int n = encode(&m);
+                assert_int_equal(n, PROTO_HEADER_SIZE);
+                assert_int_equal(proto_decode(buf, (size_t) n, &m), 0);
+                buf[n] = 0;
+                set_len(1);
+                assert_int_equal(proto_decode(buf, (size_t) n + 1, &m), -EBADMSG);
+        }
+}
+
 static void test_overlong_string(void **state) {
         struct proto_msg m;
         /* KV_GET: just the key string. Claim a length one over its cap. */
@@ -394,6 +409,7 @@ int main(void) {
                 cmocka_unit_test(test_reserved_bits),
                 cmocka_unit_test(test_truncated_payload),
                 cmocka_unit_test(test_trailing_bytes),
+                cmocka_unit_test(test_payload_on_empty_type),
                 cmocka_unit_test(test_overlong_string),
                 cmocka_unit_test(test_control_char),
                 cmocka_unit_test(test_enum_out_of_range),
