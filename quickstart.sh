@@ -10,7 +10,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends meson ninja-build pkg-config gcc libc6-dev libsystemd-dev \
-        zlib1g-dev libcap-dev libseccomp-dev libcmocka-dev python3 >/dev/null
+        libdeflate-dev libcap-dev libseccomp-dev libcmocka-dev python3 >/dev/null
 fi
 [ -d build ] || meson setup build >/dev/null
 ninja -C build >/dev/null

@@ -9,7 +9,6 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <zlib.h>
 
 #include "util.h"
 
@@ -75,7 +74,7 @@ const char *img_shm_kind_name(uint32_t kind) {
 uint32_t img_header_crc(const struct img_header *h) {
         struct img_header copy = *h;
         copy.header_crc = 0;
-        return (uint32_t) crc32(0, (const Bytef *) &copy, sizeof copy);
+        return img_crc32(0, &copy, sizeof copy);
 }
 
 static bool fixed_str_ok(const char *s, size_t size) {
@@ -317,7 +316,7 @@ int img_load(int fd, uint64_t size, struct img *img, struct img_error *err) {
                 free(meta);
                 return fail(err, r == -EPIPE ? -EBADMSG : r, "cannot read metadata: %s", strerror(-r));
         }
-        if ((uint32_t) crc32(0, meta, (uInt) mlen) != h->meta_crc) {
+        if (img_crc32(0, meta, mlen) != h->meta_crc) {
                 free(meta);
                 return fail(err, -EBADMSG, "corrupted metadata (checksum mismatch)");
         }
@@ -571,6 +570,16 @@ bad:
         return bad_meta(img, err, "corrupted metadata (malformed record)");
 }
 
+static int inflate_block(const struct img_block *b, const void *src, void *dst, struct img_error *err) {
+        int r = img_inflate(src, b->clen, dst, b->ulen);
+        if (r == -ENOMEM)
+                return fail(err, r, "no memory to decompress");
+        if (r < 0)
+                return fail(err, r, "corrupted data block at offset %llu (does not decompress)",
+                            (unsigned long long) b->file_off);
+        return 0;
+}
+
 int img_read_block(int fd, const struct img_block *b, void *dst, void *scratch, struct img_error *err) {
         int r;
         switch (b->enc) {
@@ -584,7 +593,7 @@ int img_read_block(int fd, const struct img_block *b, void *dst, void *scratch, 
                 if (r < 0)
                         return fail(err, r == -EPIPE ? -EBADMSG : r, "cannot read block at offset %llu: %s",
                                     (unsigned long long) b->file_off, strerror(-r));
-                if ((uint32_t) crc32(0, dst, b->clen) != b->crc)
+                if (img_crc32(0, dst, b->clen) != b->crc)
                         return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
                                     (unsigned long long) b->file_off);
                 return 0;
@@ -593,23 +602,10 @@ int img_read_block(int fd, const struct img_block *b, void *dst, void *scratch, 
                 if (r < 0)
                         return fail(err, r == -EPIPE ? -EBADMSG : r, "cannot read block at offset %llu: %s",
                                     (unsigned long long) b->file_off, strerror(-r));
-                if ((uint32_t) crc32(0, scratch, b->clen) != b->crc)
+                if (img_crc32(0, scratch, b->clen) != b->crc)
                         return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
                                     (unsigned long long) b->file_off);
-                z_stream z = { 0 };
-                if (inflateInit2(&z, -15) != Z_OK)
-                        return fail(err, -ENOMEM, "cannot initialize decompression");
-                z.next_in = scratch;
-                z.avail_in = b->clen;
-                z.next_out = dst;
-                z.avail_out = b->ulen;
-                int zr = inflate(&z, Z_FINISH);
-                bool ok = zr == Z_STREAM_END && z.avail_out == 0 && z.avail_in == 0;
-                inflateEnd(&z);
-                if (!ok)
-                        return fail(err, -EBADMSG, "corrupted data block at offset %llu (does not decompress)",
-                                    (unsigned long long) b->file_off);
-                return 0;
+                return inflate_block(b, scratch, dst, err);
         }
         }
         return fail(err, -EBADMSG, "corrupted block encoding");
@@ -624,35 +620,22 @@ int img_decode_block(const struct img_block *b, const uint8_t *src, void *dst, s
                 return 0;
         case IMG_ENC_RAW: {
                 const size_t chunk = 64 * 1024;
-                uLong c = crc32(0, NULL, 0);
+                uint32_t c = 0;
                 for (size_t o = 0; o < b->clen; o += chunk) {
                         size_t n = MIN(chunk, (size_t) b->clen - o);
-                        c = crc32(c, src + o, (uInt) n);
+                        c = img_crc32(c, src + o, n);
                         memcpy((uint8_t *) dst + o, src + o, n);
                 }
-                if ((uint32_t) c != b->crc)
+                if (c != b->crc)
                         return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
                                     (unsigned long long) b->file_off);
                 return 0;
         }
         case IMG_ENC_DEFLATE: {
-                if ((uint32_t) crc32(0, src, b->clen) != b->crc)
+                if (img_crc32(0, src, b->clen) != b->crc)
                         return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
                                     (unsigned long long) b->file_off);
-                z_stream z = { 0 };
-                if (inflateInit2(&z, -15) != Z_OK)
-                        return fail(err, -ENOMEM, "cannot initialize decompression");
-                z.next_in = (Bytef *) src;
-                z.avail_in = b->clen;
-                z.next_out = dst;
-                z.avail_out = b->ulen;
-                int zr = inflate(&z, Z_FINISH);
-                bool ok = zr == Z_STREAM_END && z.avail_out == 0 && z.avail_in == 0;
-                inflateEnd(&z);
-                if (!ok)
-                        return fail(err, -EBADMSG, "corrupted data block at offset %llu (does not decompress)",
-                                    (unsigned long long) b->file_off);
-                return 0;
+                return inflate_block(b, src, dst, err);
         }
         }
         return fail(err, -EBADMSG, "corrupted block encoding");
@@ -686,7 +669,7 @@ static void *verify_worker(void *arg) {
                 if (!b->clen)
                         continue;
                 int r = pread_full(j->fd, buf, b->clen, (off_t) b->file_off);
-                if (r == 0 && (uint32_t) crc32(0, buf, b->clen) != b->crc)
+                if (r == 0 && img_crc32(0, buf, b->clen) != b->crc)
                         r = -EBADMSG;
                 if (r < 0) {
                         pthread_mutex_lock(&j->lock);

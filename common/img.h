@@ -448,6 +448,13 @@ int img_read_header(int fd, uint64_t size, struct img_header *hdr, struct img_er
  * threads). Returns 0 or -EBADMSG with err naming the first bad block. */
 int img_verify_blocks(int fd, const struct img *img, unsigned n_threads, struct img_error *err);
 
+/* crc32 as zlib computes it (the image's checksum). */
+uint32_t img_crc32(uint32_t crc, const void *p, size_t len);
+
+/* Inflate the raw deflate stream of exactly clen bytes at src into exactly
+ * ulen bytes at dst: 0, -EBADMSG (anything else), -ENOMEM. */
+int img_inflate(const void *src, size_t clen, void *dst, size_t ulen);
+
 /* Decode one block into dst (ulen bytes): reads, checks crc, inflates.
  * scratch must hold clen bytes for deflate blocks. */
 int img_read_block(int fd, const struct img_block *b, void *dst, void *scratch, struct img_error *err);

@@ -13,7 +13,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <zlib.h>
 
 #include "fd.h"
 #include "shm.h"
@@ -165,10 +164,10 @@ static int file_crc(const char *path, const struct stat *st, uint32_t *crc) {
                 raw_syscall1(SYS_close, fd);
                 return -ENOMEM;
         }
-        uLong c = crc32(0, NULL, 0);
+        uint32_t c = 0;
         long n;
         while ((n = raw_syscall3(SYS_read, fd, (long) buf, (long) bufsize)) > 0)
-                c = crc32(c, buf, (uInt) n);
+                c = img_crc32(c, buf, (size_t) n);
         raw_syscall1(SYS_close, fd);
         rt_unmap_scratch(buf, bufsize);
         if (n < 0)

@@ -1,6 +1,6 @@
 /* Worker threads without libc (see rawclone.S). They share the creator's
  * thread pointer, so their code must not use TLS (errno included): raw
- * system calls only, plus zlib with our allocator. Suspended-safe. */
+ * system calls only, plus libdeflate with our allocator. Suspended-safe. */
 #pragma once
 
 #include "rt.h"

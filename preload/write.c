@@ -3,7 +3,7 @@
  * Runs either in the snapshot child of a copy-on-write checkpoint or in the
  * checkpoint thread while the program is stopped; in both, other code may
  * hold libc locks, so this file uses raw system calls, the runtime's arenas,
- * raw worker threads and zlib with our own allocator. Suspended-safe.
+ * raw worker threads and libdeflate with our own allocator. Suspended-safe.
  *
  * Pipeline: the memory to save is cut into work items (windows of at most
  * 1 MiB of populated pages, in address order). Worker threads take items in
@@ -19,7 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/utsname.h>
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include "raw-syscall.h"
 #include "rawthread.h"
@@ -31,7 +31,7 @@
 #define SLOT_MAX_BLOCKS 264
 #define SYNC_EVERY (64ull << 20)
 #define SAMPLE 4096u
-#define ZLIB_LEVEL 1
+#define DEFLATE_LEVEL 1
 
 /* PAGEMAP_SCAN (Linux 6.7), defined here for older headers. */
 struct wr_pm_scan_arg {
@@ -81,10 +81,7 @@ struct wr_slot {
 struct wr_worker {
         struct wr_ctx *w;
         struct rt_rawthread thread;
-        z_stream z;
-        bool z_ok;
-        uint8_t *zmem;
-        size_t zmem_size, zmem_used;
+        struct libdeflate_compressor *z;
         uint8_t *sample_out;
         uint64_t pagemap[WINDOW / PAGE_SZ];
 };
@@ -108,18 +105,28 @@ struct wr_ctx {
         char err[256];
 };
 
-/* --- zlib allocator: a per-worker bump area, freed all at once. */
-static voidpf wr_zalloc(voidpf opaque, uInt items, uInt size) {
-        struct wr_worker *wk = opaque;
-        size_t n = ALIGN_UP((size_t) items * size, 64);
-        if (n > wk->zmem_size - wk->zmem_used)
-                return Z_NULL;
-        void *p = wk->zmem + wk->zmem_used;
-        wk->zmem_used += n;
-        return p;
+/* --- libdeflate's allocator: the snapshot child must not call malloc (a
+ * frozen thread of the program may hold its lock), so its compressors are
+ * mapped and unmapped directly. Only the writing thread allocates. */
+struct wr_alloc_head {
+        size_t len;
+        uint8_t pad[56];
+};
+
+static void *wr_deflate_alloc(size_t n) {
+        size_t len = ALIGN_UP(n + sizeof(struct wr_alloc_head), PAGE_SZ);
+        struct wr_alloc_head *h = rt_map_scratch(len);
+        if (!h)
+                return NULL;
+        h->len = len;
+        return h + 1;
 }
 
-static void wr_zfree(voidpf opaque, voidpf p) {
+static void wr_deflate_free(void *p) {
+        if (p) {
+                struct wr_alloc_head *h = (struct wr_alloc_head *) p - 1;
+                rt_unmap_scratch(h, h->len);
+        }
 }
 
 static bool page_is_zero(const uint8_t *p) {
@@ -173,32 +180,20 @@ static void slot_add(struct wr_slot *s, const struct img_block *b, const uint8_t
 static void emit_run(struct wr_ctx *w, struct wr_worker *wk, struct wr_slot *s, const struct wr_item *it,
                      const uint8_t *src, uint64_t addr, uint32_t len) {
         struct img_block b = { .addr = addr, .ulen = len, .target = (uint16_t) it->target, .index = it->index };
-        if (w->req->gzip && wk->z_ok) {
-                bool try_it = true;
-                if (len > 2 * SAMPLE) {
-                        const uint8_t *sample = src + ALIGN_DOWN((size_t) len / 2, PAGE_SZ);
-                        deflateReset(&wk->z);
-                        wk->z.next_in = (Bytef *) sample;
-                        wk->z.avail_in = SAMPLE;
-                        wk->z.next_out = wk->sample_out;
-                        wk->z.avail_out = 2 * SAMPLE;
-                        deflate(&wk->z, Z_FINISH);
-                        try_it = wk->z.total_out < SAMPLE - SAMPLE / 10;
-                }
-                size_t bound = deflateBound(&wk->z, len);
-                if (try_it && s->out_cap - s->out_used >= bound) {
+        if (w->req->gzip && wk->z) {
+                /* Deflate is kept only if it saves a sixteenth; a sample that
+                 * does not save a tenth (or does not fit) says not to try. */
+                bool try_it = len <= 2 * SAMPLE ||
+                              libdeflate_deflate_compress(wk->z, src + ALIGN_DOWN((size_t) len / 2, PAGE_SZ), SAMPLE,
+                                                          wk->sample_out, SAMPLE - SAMPLE / 10) != 0;
+                size_t room = len - len / 16;
+                if (try_it && s->out_cap - s->out_used >= room) {
                         uint8_t *dst = s->out + s->out_used;
-                        deflateReset(&wk->z);
-                        wk->z.next_in = (Bytef *) src;
-                        wk->z.avail_in = len;
-                        wk->z.next_out = dst;
-                        wk->z.avail_out = (uInt) bound;
-                        int zr = deflate(&wk->z, Z_FINISH);
-                        size_t clen = wk->z.total_out;
-                        if (zr == Z_STREAM_END && clen < len - len / 16) {
+                        size_t clen = libdeflate_deflate_compress(wk->z, src, len, dst, room);
+                        if (clen) {
                                 b.enc = IMG_ENC_DEFLATE;
                                 b.clen = (uint32_t) clen;
-                                b.crc = (uint32_t) crc32(0, dst, (uInt) clen);
+                                b.crc = img_crc32(0, dst, clen);
                                 s->out_used += ALIGN_UP(clen, 64);
                                 slot_add(s, &b, dst);
                                 return;
@@ -219,7 +214,7 @@ static void emit_run(struct wr_ctx *w, struct wr_worker *wk, struct wr_slot *s, 
                 s->err = -ENOBUFS;
                 return;
         }
-        b.crc = (uint32_t) crc32(0, src, len);
+        b.crc = img_crc32(0, src, len);
         slot_add(s, &b, src);
 }
 
@@ -664,7 +659,7 @@ static void fill_header(struct wr_ctx *w, struct img_header *h, const struct met
         h->data_end = meta_off;
         h->meta_off = meta_off;
         h->meta_len = m->len;
-        h->meta_crc = (uint32_t) crc32(0, m->p, (uInt) m->len);
+        h->meta_crc = img_crc32(0, m->p, m->len);
         h->n_records = m->n_records;
         h->file_size = meta_off + m->len;
         h->generation = req->generation;
@@ -682,7 +677,7 @@ static void fill_header(struct wr_ctx *w, struct img_header *h, const struct met
                 const struct rt_region *rg = &req->cap->regions[i];
                 if (rg->r.kind == IMG_RK_VDSO) {
                         h->vdso_size = (uint32_t) (rg->r.end - rg->r.start);
-                        h->vdso_crc = (uint32_t) crc32(0, (const Bytef *) rg->r.start, h->vdso_size);
+                        h->vdso_crc = img_crc32(0, (const void *) (uintptr_t) rg->r.start, h->vdso_size);
                 }
         }
         struct utsname u;
@@ -731,20 +726,29 @@ static int setup_workers(struct wr_ctx *w, struct wr_worker **out, unsigned *n_o
                 struct wr_worker *wk = &wks[i];
                 wk->w = w;
                 if (w->req->gzip) {
-                        wk->zmem_size = 1 << 20;
-                        wk->zmem = rt_map_scratch(wk->zmem_size);
-                        wk->sample_out = rt_map_scratch(2 * SAMPLE + 1024);
-                        if (!wk->zmem || !wk->sample_out)
-                                return -ENOMEM;
-                        wk->z.zalloc = wr_zalloc;
-                        wk->z.zfree = wr_zfree;
-                        wk->z.opaque = wk;
-                        wk->z_ok = deflateInit2(&wk->z, ZLIB_LEVEL, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) == Z_OK;
+                        libdeflate_set_memory_allocator(wr_deflate_alloc, wr_deflate_free);
+                        /* Without a compressor, blocks are stored raw. */
+                        wk->sample_out = rt_map_scratch(SAMPLE);
+                        wk->z = wk->sample_out ? libdeflate_alloc_compressor(DEFLATE_LEVEL) : NULL;
                 }
         }
         *out = wks;
         *n_out = n;
         return 0;
+}
+
+/* In the checkpoint thread (no copy-on-write) the buffers would otherwise
+ * stay mapped after every checkpoint. */
+static void teardown_workers(struct wr_ctx *w, struct wr_worker *wks, unsigned n) {
+        for (uint32_t i = 0; w->slots && i < w->n_slots; i++) {
+                rt_unmap_scratch(w->slots[i].out, w->slots[i].out_cap);
+                rt_unmap_scratch(w->slots[i].mem, WINDOW);
+        }
+        for (unsigned i = 0; wks && i <= n; i++) {
+                if (wks[i].z)
+                        libdeflate_free_compressor(wks[i].z);
+                rt_unmap_scratch(wks[i].sample_out, SAMPLE);
+        }
 }
 
 int rt_write_image(const struct wr_request *req, struct wr_result *res) {
@@ -830,6 +834,7 @@ int rt_write_image(const struct wr_request *req, struct wr_result *res) {
         }
         for (unsigned i = 0; i < started; i++)
                 rt_rawthread_join(&wks[i].thread);
+        teardown_workers(&w, wks, n_wk);
         for (uint32_t i = 0; i < cap->n_regions; i++) {
                 const struct rt_region *rg = &cap->regions[i];
                 if (!(rg->r.prot & PROT_READ) && !rg->copy && rg->r.kind != IMG_RK_VDSO && rg->r.kind != IMG_RK_VVAR)

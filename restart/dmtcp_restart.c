@@ -29,7 +29,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <zlib.h>
 
 #include "config.h"
 #include "log.h"
@@ -193,7 +192,7 @@ static bool current_vdso(uint32_t *size, uint32_t *crc) {
                 unsigned long long s, e;
                 if (strstr(line, "[vdso]") && sscanf(line, "%llx-%llx", &s, &e) == 2) {
                         *size = (uint32_t) (e - s);
-                        *crc = (uint32_t) crc32(0, (const Bytef *) s, *size);
+                        *crc = img_crc32(0, (const void *) (uintptr_t) s, *size);
                         return true;
                 }
         }
@@ -205,13 +204,13 @@ static int file_crc32(const char *path, uint32_t *out) {
         if (fd < 0)
                 return -errno;
         static uint8_t buf[1 << 20];
-        uLong c = crc32(0, NULL, 0);
+        uint32_t c = 0;
         ssize_t n;
         while ((n = read(fd, buf, sizeof buf)) > 0)
-                c = crc32(c, buf, (uInt) n);
+                c = img_crc32(c, buf, (size_t) n);
         if (n < 0)
                 return -errno;
-        *out = (uint32_t) c;
+        *out = c;
         return 0;
 }
 

@@ -25,7 +25,6 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
-#include <zlib.h>
 
 #include "addr.h"
 #include "plan.h"
@@ -106,6 +105,7 @@ struct load_state {
         _Atomic size_t next;
         _Atomic int err;
         size_t bad_block;
+        char bad_what[sizeof ((struct img_error *) 0)->what];  /* why, from the decoder */
         pthread_mutex_t lock;
         _Atomic uint64_t usec_populate, usec_read;
 };
@@ -129,8 +129,10 @@ static int load_block_via_kernel(struct load_state *ls, const struct img_block *
                 return 1;
         const uint8_t *data = cbuf;
         if (b->enc == IMG_ENC_RAW) {
-                if ((uint32_t) crc32(0, cbuf, b->clen) != b->crc) {
+                if (img_crc32(0, cbuf, b->clen) != b->crc) {
                         e->code = -EBADMSG;
+                        snprintf(e->what, sizeof e->what, "corrupted data block at offset %llu (checksum mismatch)",
+                                 (unsigned long long) b->file_off);
                         return -EBADMSG;
                 }
         } else {
@@ -151,11 +153,12 @@ static int load_block_via_kernel(struct load_state *ls, const struct img_block *
 }
 
 /* The first block that failed is the one the error names. */
-static void note_bad_block(struct load_state *ls, size_t i, int r) {
+static void note_bad_block(struct load_state *ls, size_t i, int r, const struct img_error *e) {
         pthread_mutex_lock(&ls->lock);
         if (!atomic_load(&ls->err)) {
                 atomic_store(&ls->err, r);
                 ls->bad_block = i;
+                snprintf(ls->bad_what, sizeof ls->bad_what, "%s", e->what);
         }
         pthread_mutex_unlock(&ls->lock);
 }
@@ -183,14 +186,14 @@ static void *load_worker(void *arg) {
                                 memcpy(dst + b->ulen - PAGE_SZ, src + b->ulen - PAGE_SZ, PAGE_SZ);
                         continue;
                 }
-                struct img_error e;
+                struct img_error e = { 0 };
                 uint64_t t0 = now_usec(CLOCK_MONOTONIC);
                 int r = load_block_via_kernel(ls, b, dst, cbuf, ubuf, &e);
                 if (r <= 0) {
                         atomic_fetch_add(&ls->usec_read, now_usec(CLOCK_MONOTONIC) - t0);
                         if (r == 0)
                                 continue;
-                        note_bad_block(ls, i, r);
+                        note_bad_block(ls, i, r, &e);
                         break;
                 }
                 /* Populate in the kernel: a page fault per 4 KiB page costs
@@ -203,7 +206,7 @@ static void *load_worker(void *arg) {
                 atomic_fetch_add(&ls->usec_populate, t1 - t0);
                 atomic_fetch_add(&ls->usec_read, now_usec(CLOCK_MONOTONIC) - t1);
                 if (r < 0) {
-                        note_bad_block(ls, i, r);
+                        note_bad_block(ls, i, r, &e);
                         break;
                 }
         }
@@ -247,8 +250,12 @@ static int load_blocks(struct load_state *ls, char *err, size_t errsize) {
         int r = atomic_load(&ls->err);
         if (r < 0) {
                 const struct img_block *b = &ls->im->img.blocks[ls->bad_block];
-                snprintf(err, errsize, "image %s: corrupted data block at offset %llu (memory %llx)", ls->im->path,
-                         (unsigned long long) b->file_off, (unsigned long long) b->addr);
+                if (ls->bad_what[0])
+                        snprintf(err, errsize, "image %s: %s (memory %llx)", ls->im->path, ls->bad_what,
+                                 (unsigned long long) b->addr);
+                else
+                        snprintf(err, errsize, "image %s: corrupted data block at offset %llu (memory %llx)",
+                                 ls->im->path, (unsigned long long) b->file_off, (unsigned long long) b->addr);
                 return r == -ENOMEM ? r : -EBADMSG;
         }
         return 0;

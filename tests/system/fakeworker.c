@@ -12,9 +12,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <zlib.h>
+#include "img.h"
 
 #include "client.h"
 #include "env.h"
@@ -139,19 +140,19 @@ static void write_image(struct worker *w) {
                 return;
         }
         uint8_t block[4096];
-        uLong crc = crc32(0, NULL, 0);
+        uint32_t crc = 0;
         for (uint64_t off = 0; off < opt.image_bytes;) {
                 size_t n = (size_t) MIN((uint64_t) sizeof block, opt.image_bytes - off);
                 for (size_t i = 0; i < n; i++)
                         block[i] = (uint8_t) (off + i + (uint64_t) w->idx);
                 if (write_full(fd, block, n) < 0)
                         die("cannot write %s: %m", path);
-                crc = crc32(crc, block, (uInt) n);
+                crc = img_crc32(crc, block, n);
                 off += n;
         }
         fsync(fd);
         close(fd);
-        send_done(w, PROTO_PH_WRITE, 0, opt.image_bytes + (opt.lie_size ? 1 : 0), (uint32_t) crc, name);
+        send_done(w, PROTO_PH_WRITE, 0, opt.image_bytes + (opt.lie_size ? 1 : 0), crc, name);
 }
 
 /* Reach phase p of a checkpoint or restart: die, fail, stall or report. */

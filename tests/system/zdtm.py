@@ -1327,7 +1327,7 @@ def two_hosts(t, hosts):
 
 # Image header layout (common/img.h), for the corruption cases.
 HDR_VERSION, HDR_CRC, HDR_FILE_SIZE, HDR_DATA_OFF, HDR_DATA_END = 8, 28, 32, 40, 48
-HDR_META_OFF, HDR_META_LEN, HDR_PID = 56, 64, 104
+HDR_META_OFF, HDR_META_LEN, HDR_META_CRC, HDR_PID = 56, 64, 72, 104
 HEADER_SIZE = 4096
 R_BLOCKS, BLOCK_SIZE = 6, 40
 ENC_RAW, ENC_DEFLATE = 1, 2
@@ -1338,8 +1338,9 @@ def header_crc(hdr):
     return zlib.crc32(hdr[:HDR_CRC] + b"\0\0\0\0" + hdr[HDR_CRC + 4:HEADER_SIZE]) & 0xffffffff
 
 
-def image_blocks(data):
-    """(file_off, clen, enc) of every stored block, from the metadata."""
+def image_blocks(data, records=False):
+    """(file_off, clen, enc) of every stored block, from the metadata; with
+    records, also where its block record is."""
     meta_off, meta_len = struct.unpack_from("<QQ", data, HDR_META_OFF)
     out, pos, end = [], meta_off, meta_off + meta_len
     while pos + 8 <= end:
@@ -1350,7 +1351,7 @@ def image_blocks(data):
                 addr, file_off, ulen, clen, crc, enc, target, index = struct.unpack_from(
                     "<QQIIIHHI", data, payload + k * BLOCK_SIZE)
                 if enc in (ENC_RAW, ENC_DEFLATE) and clen >= 64:
-                    out.append((file_off, clen, enc))
+                    out.append((file_off, clen, enc) + ((payload + k * BLOCK_SIZE,) if records else ()))
         pos = payload + ((rlen + 7) & ~7)
     return out
 
@@ -1376,6 +1377,19 @@ def mut_bitflip_data(d):
     check(blocks, "harness: no stored data block found in the image")
     off, clen, _ = max(blocks, key=lambda b: b[1])
     flip(d, off + clen // 2)
+
+
+def mut_undecodable(d):
+    """A deflate block whose checksums all match but that does not inflate
+    (reserved block type): the decoder itself must refuse it."""
+    blocks = [b for b in image_blocks(d, records=True) if b[2] == ENC_DEFLATE]
+    check(blocks, "harness: no deflate block found in the image")
+    off, clen, _, rec = blocks[0]
+    d[off] = 0x07                                   # BFINAL, BTYPE 11
+    struct.pack_into("<I", d, rec + 24, zlib.crc32(bytes(d[off:off + clen])) & 0xffffffff)
+    meta_off, meta_len = struct.unpack_from("<QQ", d, HDR_META_OFF)
+    struct.pack_into("<I", d, HDR_META_CRC, zlib.crc32(bytes(d[meta_off:meta_off + meta_len])) & 0xffffffff)
+    struct.pack_into("<I", d, HDR_CRC, header_crc(bytes(d)))
 
 
 def mut_bitflip_meta(d):
@@ -1405,6 +1419,7 @@ BAD_CASES = [
     ("bitflip_data", mut_bitflip_data, None, True, r"corrupt|checksum"),
     ("bitflip_data_file", mut_bitflip_data, None, False, r"corrupt|checksum"),
     ("bitflip_meta", mut_bitflip_meta, None, True, r"corrupt|checksum|metadata"),
+    ("undecodable_deflate", mut_undecodable, None, False, r"does not decompress"),
     ("bitflip_header", mut_bitflip_header, None, True, r"header"),
     ("bad_magic", mut_magic, None, True, r"magic|not a dmtcp"),
     ("bad_version", mut_version, None, False, r"version"),
