@@ -180,6 +180,20 @@ static void slot_add(struct wr_slot *s, const struct img_block *b, const uint8_t
 static void emit_run(struct wr_ctx *w, struct wr_worker *wk, struct wr_slot *s, const struct wr_item *it,
                      const uint8_t *src, uint64_t addr, uint32_t len) {
         struct img_block b = { .addr = addr, .ulen = len, .target = (uint16_t) it->target, .index = it->index };
+        /* Our own stack changes while we write it: work from a copy, so the
+         * stored bytes are those the crc was computed over, and the
+         * compressor, which reads its input more than once, sees one
+         * version of it (else its output may not even decompress). */
+        if (it->target == IMG_BT_MEMORY && addr < w->vol_end && addr + len > w->vol_start) {
+                if (!s->out || s->out_cap - s->out_used < len) {
+                        s->err = -ENOBUFS;
+                        return;
+                }
+                uint8_t *copy = s->out + s->out_used;
+                memcpy(copy, src, len);
+                s->out_used += ALIGN_UP((size_t) len, 64);
+                src = copy;
+        }
         if (w->req->gzip && wk->z) {
                 /* Deflate is kept only if it saves a sixteenth; a sample that
                  * does not save a tenth (or does not fit) says not to try. */
@@ -202,18 +216,6 @@ static void emit_run(struct wr_ctx *w, struct wr_worker *wk, struct wr_slot *s, 
         }
         b.enc = IMG_ENC_RAW;
         b.clen = len;
-        /* Our own stack changes while we write it: save a copy, so the
-         * stored bytes are those the crc was computed over. */
-        bool volatile_bytes = it->target == IMG_BT_MEMORY && addr < w->vol_end && addr + len > w->vol_start;
-        if (volatile_bytes && s->out && s->out_cap - s->out_used >= len) {
-                uint8_t *copy = s->out + s->out_used;
-                memcpy(copy, src, len);
-                s->out_used += ALIGN_UP((size_t) len, 64);
-                src = copy;
-        } else if (volatile_bytes) {
-                s->err = -ENOBUFS;
-                return;
-        }
         b.crc = img_crc32(0, src, len);
         slot_add(s, &b, src);
 }
@@ -706,7 +708,7 @@ static int setup_workers(struct wr_ctx *w, struct wr_worker **out, unsigned *n_o
         if (!w->slots)
                 return -ENOMEM;
         memset(w->slots, 0, w->n_slots * sizeof *w->slots);
-        size_t out_cap = WINDOW + WINDOW / 8 + 4096;
+        size_t out_cap = 2 * WINDOW + 4096;     /* a copy of a volatile window and its deflate */
         for (uint32_t i = 0; i < w->n_slots; i++) {
                 atomic_store(&w->slots[i].free_for, i);
                 atomic_store(&w->slots[i].ready_for, 0);
