@@ -405,6 +405,8 @@ static void do_checkpoint_inner(const struct proto_ckpt_begin *begin) {
         /* While the program still runs: smaps flags and library checksums. */
         rt_fork_lock();
         r = rt_mem_presuspend();
+        if (r == 0 && cow)
+                rt_mem_share_ahead();
         rt_fork_unlock();
         if (r < 0)
                 return abandon(&c, PROTO_PH_SUSPEND, r, "cannot read the memory map");

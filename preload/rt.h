@@ -287,6 +287,7 @@ ssize_t rt_read_proc(const char *path, char *buf, size_t size);   /* read_small_
 
 /* mem.c */
 int rt_mem_presuspend(void);
+void rt_mem_share_ahead(void);                   /* under the fork lock, after rt_mem_presuspend */
 int rt_mem_capture(bool cow, char *err, size_t errsize);
 void rt_mem_note_madvise(int advice);
 

@@ -901,6 +901,11 @@ SPECS = {
                                    before_restart=remove_older_generations, after_restart=check_lazy_maps),
     "bigmem": lambda t: Spec(program(t, "bigmem", "--mib", "1024", "--chunk-mib", "8"), first_progress=40,
                              progress=140),
+    # 320 MiB rewritten a slice at a time, memory the program marked
+    # MADV_DONTFORK and MADV_WIPEONFORK, and a fork() at every step: the
+    # checkpoint's forks ahead of the pause (which toggle those flags) must
+    # never show in the program's children or its flags.
+    "forkflags": lambda t: Spec(program(t, "forkflags"), progress=30),
 }
 
 
