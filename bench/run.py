@@ -93,6 +93,7 @@ class Bench:
         self.root = tempfile.mkdtemp(prefix="dmtcp-bench-", dir=args.dir)
         self.run_dir = os.path.join(self.root, "run")
         os.makedirs(self.run_dir, mode=0o700)
+        self.hb_dir = tempfile.mkdtemp(prefix="dmtcp-bench-hb-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.env = dict(os.environ, XDG_RUNTIME_DIR=self.run_dir, DMTCP_QUIET="1")
         for k in ("DMTCP_COORD_HOST", "DMTCP_COORD_PORT", "DMTCP_CHECKPOINT_DIR", "DMTCP_GZIP", "LD_PRELOAD"):
             self.env.pop(k, None)
@@ -103,6 +104,7 @@ class Bench:
         for c in self.coords:
             self.stop_coordinator(c)
         shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.hb_dir, ignore_errors=True)
 
     # -- processes -------------------------------------------------------
 
@@ -164,7 +166,11 @@ class Bench:
         ckpt, work = os.path.join(base, "ckpt"), os.path.join(base, "work")
         os.makedirs(ckpt)
         os.makedirs(work)
-        hb = Heartbeat(os.path.join(work, "heartbeat"))
+        # The shared page lives in memory (tmpfs), not on the disk the
+        # images go to: a write to a shared page of a disk file can wait for
+        # that file system's journal, which the image writer keeps busy, and
+        # that stop would be the disk's, not the checkpoint's.
+        hb = Heartbeat(os.path.join(self.hb_dir, "heartbeat%d" % self.n))
         res = {}
         try:
             c = self.start_coordinator(ckpt)
@@ -187,6 +193,13 @@ class Bench:
             stamp = hb.get("stamp_ns")
             wait_until(lambda: hb.get("stamp_ns") != stamp, 10, "a heartbeat after the checkpoint")
             res["pause_s"] = hb.get("max_gap_ns") / 1e9
+            # The same program over as long a window without a checkpoint:
+            # on a virtual machine its longest gap is not zero (the
+            # hypervisor stops guests, more often the more memory they hold).
+            hb.set("reset", 1)
+            wait_until(lambda: hb.get("reset") == 0, 10, "the heartbeat reset")
+            time.sleep(max(res["ckpt_s"], 0.5))
+            res["quiet_gap_s"] = hb.get("max_gap_ns") / 1e9
             gen = os.path.join(ckpt, os.readlink(os.path.join(ckpt, "latest")))
             res["image_b"] = sum(os.path.getsize(os.path.join(gen, f)) for f in os.listdir(gen)
                                  if f.endswith(".dmtcp"))
@@ -210,6 +223,7 @@ class Bench:
                 self.end_computation(c, r)
         finally:
             hb.close()
+            os.unlink(hb.path)
             shutil.rmtree(base, ignore_errors=True)
         return res
 
@@ -276,12 +290,15 @@ def report(a, lim, dd, table, mixed, launch, lazy):
     L.append("Medians of %d run%s; restart with the coordinator already running, page cache warm; "
              "images compressed (default)." % (a.runs, "" if a.runs == 1 else "s"))
     L.append("")
-    hdr = "| size | contents | pause | checkpoint to durable | × dd | image | restart | restart --lazy |"
+    L.append("pause: the longest gap between two ticks of the program's 1 ms heartbeat during the checkpoint; "
+             "quiet: the same over as long a window without a checkpoint (the machine's own stops).")
+    L.append("")
+    hdr = "| size | contents | pause | quiet | checkpoint to durable | × dd | image | restart | restart --lazy |"
     L.append(hdr)
     L.append("|" + "---|" * (hdr.count("|") - 1))
     for (mib, contents), r in sorted(table.items(), key=lambda kv: (kv[0][0], a.contents.index(kv[0][1]))):
-        L.append("| %d MiB | %s | %s | %s | %.2f | %s | %s | %s |" % (
-            mib, contents, ms(r["pause_s"]), ms(r["ckpt_s"]), r["ckpt_s"] / dd[mib], size_str(r["image_b"]),
+        L.append("| %d MiB | %s | %s | %s | %s | %.2f | %s | %s | %s |" % (
+            mib, contents, ms(r["pause_s"]), ms(r["quiet_gap_s"]), ms(r["ckpt_s"]), r["ckpt_s"] / dd[mib], size_str(r["image_b"]),
             ms(r["restart_eager_s"]), ms(r["restart_lazy_s"]) if "restart_lazy_s" in r else "—"))
     L.append("")
     n, u = mixed
@@ -296,9 +313,11 @@ def report(a, lim, dd, table, mixed, launch, lazy):
         return r.get(key) if r else None
 
     rows = []
-    pauses = [r["pause_s"] for (mib, _), r in table.items() if mib >= 1024]
-    if pauses:
-        rows.append(("pause, 1–2 GiB, any contents", "≤ 50 ms", ms(max(pauses)), max(pauses) <= 0.05))
+    big = [r for (mib, _), r in table.items() if mib >= 1024]
+    if big:
+        worst = max(big, key=lambda r: r["pause_s"])
+        rows.append(("pause, 1–2 GiB, any contents", "≤ 50 ms",
+                     "%s (quiet: %s)" % (ms(worst["pause_s"]), ms(worst["quiet_gap_s"])), worst["pause_s"] <= 0.05))
     for mib in (1024, 2048):
         v = get(mib, "random", "ckpt_s")
         if v is not None:
