@@ -30,6 +30,8 @@
 #define WINDOW (1u << 20)
 #define SLOT_MAX_BLOCKS 264
 #define SYNC_EVERY (64ull << 20)
+#define STAGE (4u << 20)
+#define DIRECT_MIN (64ull << 20)     /* less data: written through the page cache, which keeps it warm */
 #define SAMPLE 4096u
 #define DEFLATE_LEVEL 1
 
@@ -99,6 +101,12 @@ struct wr_ctx {
         struct img_block *blocks;
         size_t n_blocks, cap_blocks;
         uint64_t off, synced, mem_bytes;
+        /* Direct output (see out_put): bytes not yet written, from file
+         * offset stage_off (page aligned) on. */
+        bool direct, direct_used;
+        uint8_t *stage;
+        size_t stage_len;
+        uint64_t stage_off;
         uint64_t usec_write, usec_wait;          /* DMTCP_TRACE: where the writer's time went */
         uint64_t vol_start, vol_end;            /* the region of the stack we run on: it changes */
         bool compressed;
@@ -494,13 +502,131 @@ static int build_items(struct wr_ctx *w) {
         return 0;
 }
 
+/* --- output -----------------------------------------------------------------
+ *
+ * A large image is written with O_DIRECT: on virtual machines that back
+ * guest memory lazily, buffered writes of gigabytes ran at a third of the
+ * disk's speed while the program held gigabytes itself, each new page
+ * cache page costing the hypervisor a fault (bench/README.md); and the
+ * image need not push the program's own files out of the page cache.
+ * Direct writes need page-aligned offsets, lengths and buffers: a raw block
+ * whose bytes are page aligned (the window buffers, memory read in place)
+ * goes straight from there; everything else (deflate blocks, packed; the
+ * zero padding before a raw block) is collected in a stage buffer written
+ * in whole pages. The unaligned end of the data, the metadata and the
+ * header are written through the page cache after O_DIRECT is cleared,
+ * into pages no direct write touched. A file system that refuses direct
+ * I/O gets the page cache for the rest. */
+static void direct_off(struct wr_ctx *w) {
+        long fl = raw_syscall2(SYS_fcntl, w->fd, F_GETFL);
+        if (fl >= 0)
+                raw_syscall3(SYS_fcntl, w->fd, F_SETFL, fl & ~(long) O_DIRECT);
+        w->direct = false;
+}
+
+static void direct_on(struct wr_ctx *w, uint64_t expected) {
+        if (expected < DIRECT_MIN || w->off % PAGE_SZ)
+                return;
+        long fl = raw_syscall2(SYS_fcntl, w->fd, F_GETFL);
+        w->stage = fl >= 0 ? rt_map_scratch(STAGE) : NULL;
+        if (!w->stage)
+                return;
+        if (raw_syscall3(SYS_fcntl, w->fd, F_SETFL, fl | O_DIRECT) < 0) {
+                rt_unmap_scratch(w->stage, STAGE);
+                w->stage = NULL;
+                return;
+        }
+        w->direct = w->direct_used = true;
+        w->stage_off = w->off;
+        w->stage_len = 0;
+}
+
+/* Write n bytes at off directly; a refusal (EINVAL) turns direct I/O off
+ * and writes them through the page cache. */
+static int direct_write(struct wr_ctx *w, const void *p, size_t n, uint64_t off) {
+        int r = raw_pwrite_all(w->fd, p, n, off);
+        if (r == -EINVAL && w->direct) {
+                direct_off(w);
+                r = raw_pwrite_all(w->fd, p, n, off);
+        }
+        return r;
+}
+
+/* Write the stage's whole pages (all of it: the caller knows it is whole
+ * pages), keep the rest. */
+static int stage_flush(struct wr_ctx *w, bool all) {
+        size_t n = all ? w->stage_len : ALIGN_DOWN(w->stage_len, (size_t) PAGE_SZ);
+        if (!n)
+                return 0;
+        int r = direct_write(w, w->stage, n, w->stage_off);
+        if (r < 0)
+                return r;
+        memmove(w->stage, w->stage + n, w->stage_len - n);
+        w->stage_len -= n;
+        w->stage_off += n;
+        return 0;
+}
+
+/* Append len bytes (zeros if p is NULL) to the stage. */
+static int stage_append(struct wr_ctx *w, const uint8_t *p, size_t len) {
+        while (len) {
+                if (w->stage_len == STAGE) {
+                        int r = stage_flush(w, false);
+                        if (r < 0)
+                                return r;
+                }
+                size_t k = MIN(len, STAGE - w->stage_len);
+                if (p) {
+                        memcpy(w->stage + w->stage_len, p, k);
+                        p += k;
+                } else
+                        memset(w->stage + w->stage_len, 0, k);
+                w->stage_len += k;
+                len -= k;
+        }
+        return 0;
+}
+
+/* The unaligned rest, through the page cache from now on. */
+static int out_finish(struct wr_ctx *w) {
+        if (!w->stage)
+                return 0;
+        direct_off(w);
+        int r = stage_flush(w, true);
+        rt_unmap_scratch(w->stage, STAGE);
+        w->stage = NULL;
+        return r;
+}
+
+/* Write len bytes at off, which is at or past the end of what was put. */
+static int out_put(struct wr_ctx *w, const uint8_t *p, size_t len, uint64_t off) {
+        int r;
+        if (!w->direct)
+                return (r = out_finish(w)) < 0 ? r : raw_pwrite_all(w->fd, p, len, off);
+        r = stage_append(w, NULL, (size_t) (off - (w->stage_off + w->stage_len)));
+        if (r < 0)
+                return r;
+        if (off % PAGE_SZ == 0 && len % PAGE_SZ == 0 && (uintptr_t) p % PAGE_SZ == 0) {
+                /* The stage ends at off, a page boundary: whole pages. */
+                if ((r = stage_flush(w, true)) < 0)
+                        return r;
+                if (!w->direct)
+                        return (r = out_finish(w)) < 0 ? r : raw_pwrite_all(w->fd, p, len, off);
+                if ((r = direct_write(w, p, len, off)) < 0)
+                        return r;
+                w->stage_off = off + len;
+                return 0;
+        }
+        return stage_append(w, p, len);
+}
+
 static int put_block(struct wr_ctx *w, const struct wr_out *o) {
         struct img_block b = o->b;
         if (b.clen) {
                 if (b.enc == IMG_ENC_RAW)
                         w->off = ALIGN_UP(w->off, PAGE_SZ);
                 uint64_t t = now_usec(CLOCK_MONOTONIC);
-                int r = raw_pwrite_all(w->fd, o->data, b.clen, w->off);
+                int r = out_put(w, o->data, b.clen, w->off);
                 w->usec_write += now_usec(CLOCK_MONOTONIC) - t;
                 if (r < 0)
                         return r;
@@ -522,7 +648,7 @@ static int put_block(struct wr_ctx *w, const struct wr_out *o) {
                 w->cap_blocks = ncap;
         }
         w->blocks[w->n_blocks++] = b;
-        if (w->off - w->synced >= SYNC_EVERY) {
+        if (!w->direct && w->off - w->synced >= SYNC_EVERY) {
                 /* Start writeback now so the final fdatasync has little left. */
                 raw_syscall4(SYS_sync_file_range, w->fd, (long) w->synced, (long) (w->off - w->synced),
                              SYNC_FILE_RANGE_WRITE);
@@ -781,6 +907,13 @@ int rt_write_image(const struct wr_request *req, struct wr_result *res) {
                 }
         int r = build_items(&w);
         rt_trace("writer: items built");
+        if (r == 0) {
+                uint64_t expected = 0;
+                for (uint32_t i = 0; i < w.n_items; i++)
+                        if (!w.items[i].guard)
+                                expected += w.items[i].end - w.items[i].start;
+                direct_on(&w, expected);
+        }
         struct wr_worker *wks = NULL;
         unsigned n_wk = 0;
         if (r == 0)
@@ -837,6 +970,11 @@ int rt_write_image(const struct wr_request *req, struct wr_result *res) {
         for (unsigned i = 0; i < started; i++)
                 rt_rawthread_join(&wks[i].thread);
         teardown_workers(&w, wks, n_wk);
+        int fr = out_finish(&w);
+        if (r == 0 && fr < 0) {
+                r = fr;
+                snprintf(res->err, sizeof res->err, "cannot write the image: %s", strerror(-r));
+        }
         for (uint32_t i = 0; i < cap->n_regions; i++) {
                 const struct rt_region *rg = &cap->regions[i];
                 if (!(rg->r.prot & PROT_READ) && !rg->copy && rg->r.kind != IMG_RK_VDSO && rg->r.kind != IMG_RK_VVAR)
@@ -852,8 +990,9 @@ int rt_write_image(const struct wr_request *req, struct wr_result *res) {
         }
 
         rt_trace("writer: data written");
-        rt_debug("writer: %u items, %zu blocks, %u workers; %llu us in pwrite, %llu us waiting for workers", w.n_items,
-                 w.n_blocks, n_wk, (unsigned long long) w.usec_write, (unsigned long long) w.usec_wait);
+        rt_debug("writer: %u items, %zu blocks, %u workers%s; %llu us in pwrite, %llu us waiting for workers",
+                 w.n_items, w.n_blocks, n_wk, w.direct_used ? ", direct I/O" : "", (unsigned long long) w.usec_write,
+                 (unsigned long long) w.usec_wait);
         struct meta_buf m;
         r = build_meta(&w, &m);
         if (r < 0) {
