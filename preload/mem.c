@@ -308,13 +308,25 @@ static bool share_candidate(const struct vmflags *v) {
                v->end > v->start && !(v->start <= share_sp && share_sp < v->end);
 }
 
-static void fork_and_forget(void) {
+static void reap(long pid) {
+        while (raw_syscall4(SYS_wait4, pid, 0, __WCLONE, 0) == -EINTR)
+                ;
+}
+
+/* A child that exits at once. Its exit (tearing down its copy of the page
+ * tables) overlaps our next fork: it is reaped a few forks later. */
+#define SHARE_UNREAPED 4
+static void fork_and_forget(long *unreaped, size_t *n) {
+        if (*n == SHARE_UNREAPED) {
+                reap(unreaped[0]);
+                memmove(unreaped, unreaped + 1, (SHARE_UNREAPED - 1) * sizeof *unreaped);
+                (*n)--;
+        }
         long pid = raw_syscall5(SYS_clone, 0 /* no exit signal: invisible to wait(-1) */, 0, 0, 0, 0);
         if (pid == 0)
                 raw_syscall1(SYS_exit_group, 0);
         if (pid > 0)
-                while (raw_syscall4(SYS_wait4, pid, 0, __WCLONE, 0) == -EINTR)
-                        ;
+                unreaped[(*n)++] = pid;
 }
 
 static void set_fork_flag(uint64_t start, uint64_t end, bool fork) {
@@ -359,6 +371,8 @@ void rt_mem_share_ahead(void) {
                         set_fork_flag(vmf[i].start, vmf[i].end, false);
         struct share_walk sw = { 0, n_vmf ? vmf[0].start : 0 };
         uint64_t forks = 0;
+        long unreaped[SHARE_UNREAPED];
+        size_t n_unreaped = 0;
         for (;;) {
                 /* One slice: pieces up to SHARE_SLICE anonymous bytes. */
                 struct { uint64_t start, end; } piece[16];
@@ -373,7 +387,7 @@ void rt_mem_share_ahead(void) {
                         break;
                 for (size_t k = 0; k < n; k++)
                         set_fork_flag(piece[k].start, piece[k].end, true);
-                fork_and_forget();
+                fork_and_forget(unreaped, &n_unreaped);
                 forks++;
                 for (size_t k = 0; k < n; k++)
                         set_fork_flag(piece[k].start, piece[k].end, false);
@@ -381,6 +395,8 @@ void rt_mem_share_ahead(void) {
         for (size_t i = 0; i < n_vmf; i++)
                 if (share_candidate(&vmf[i]))
                         set_fork_flag(vmf[i].start, vmf[i].end, true);
+        for (size_t i = 0; i < n_unreaped; i++)
+                reap(unreaped[i]);
         rt_debug("shared %llu MiB of anonymous memory ahead of the snapshot in %llu forks",
                  (unsigned long long) (total >> 20), (unsigned long long) forks);
 }
