@@ -341,12 +341,16 @@ static void release_writer(struct ckpt_run *c) {
         }
 }
 
-/* Wait for the snapshot child's result, watching for an abort. */
+/* Wait for the snapshot child's result, watching for an abort. The writer
+ * reports WRITE itself, so the verdict may come before its result does:
+ * it is kept for the loop that waits for it. */
 static int wait_writer(struct ckpt_run *c, struct wr_result *res) {
+        bool verdict_held = false;
         for (;;) {
                 struct pollfd p[2] = { { c->writer_pipe, POLLIN, 0 }, { rt.coord_fd, POLLIN, 0 } };
-                int n = have_pushed ? 0 : poll(p, 2, -1);
-                if (have_pushed)
+                bool pushed_msg = have_pushed && !verdict_held;
+                int n = pushed_msg ? 0 : poll(p, verdict_held ? 1 : 2, -1);
+                if (pushed_msg)
                         p[0].revents = 0, p[1].revents = POLLIN;
                 if (n < 0 && errno == EINTR)
                         continue;
@@ -369,6 +373,11 @@ static int wait_writer(struct ckpt_run *c, struct wr_result *res) {
                         struct proto_msg m;
                         if (rt_recv(&m, 1000) < 0)
                                 return -ECONNRESET;
+                        if (m.type == PROTO_CKPT_COMMITTED && m.u.ckpt_committed.generation == c->begin.generation) {
+                                rt_unrecv(&m);
+                                verdict_held = true;
+                                continue;
+                        }
                         if (m.type == PROTO_CKPT_ABORT && m.u.ckpt_abort.generation == c->begin.generation)
                                 return -ECANCELED;
                         if (m.type == PROTO_KILL)

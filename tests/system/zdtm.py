@@ -1529,6 +1529,61 @@ def flow_locks_conflict(t):
 
 
 @special
+def flow_full_disk(t):
+    """A checkpoint that meets a full disk fails with a message that says
+    so; the program runs on, the previous generation stays the latest and
+    restarts; with room again, checkpoints succeed. The program holds 160
+    MiB, so its image is written with O_DIRECT (preload/write.c). The
+    checkpoint directory is a tmpfs of 400 MiB mounted for the test."""
+    if os.geteuid() != 0 or t.env.user:
+        raise Skip("mounting a small file system needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400m,mode=0755", "zdtm-full-disk", t.ckpt],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise Skip("cannot mount a tmpfs: %s" % r.stderr.strip())
+    try:
+        t.new_coordinator()
+        t.launch(program(t, "bigmem", "--mib", "160", "--chunk-mib", "8"))
+        t.progress(25)
+        t.checkpoint()
+        latest = os.readlink(os.path.join(t.ckpt, "latest"))
+        filler = os.path.join(t.ckpt, "filler")
+        st = os.statvfs(t.ckpt)
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize - (8 << 20))
+        finally:
+            os.close(fd)
+        t.progress(5)
+        out = t.checkpoint(expect_rc=1)
+        check(re.search(r"No space left on device", out), "the failed checkpoint does not say why: %s" % out.strip())
+        log("%s: checkpoint refused as expected: %s" % (t.name, out.strip().splitlines()[-1]))
+        t.expect_running("after the failed checkpoint")
+        check(os.readlink(os.path.join(t.ckpt, "latest")) == latest,
+              "latest moved from %s to %s after a failed checkpoint" % (latest, os.readlink(os.path.join(t.ckpt, "latest"))))
+        check(not [n for n in os.listdir(t.ckpt) if n not in (latest, "latest", "filler", "dmtcp_restart_script.sh")],
+              "the failed checkpoint left files behind: %s" % sorted(os.listdir(t.ckpt)))
+        t.progress(5)
+        t.kill_program()
+        os.unlink(filler)
+        # The generation before the failure restarts; then the usual round.
+        t.restart()
+        t.progress(25, fresh=True)
+        t.checkpoint()
+        t.progress(5)
+        t.kill_program()
+        t.restart()
+        t.progress(25, fresh=True)
+        t.verify()
+    finally:
+        if t.coord:
+            t.coord.stop()
+            t.coord = None
+        t.stop_all()
+        subprocess.run(["umount", "-l", t.ckpt], capture_output=True)
+
+
+@special
 def flow_bad_images(t):
     """Damaged images and MANIFESTs are refused with exit 100 and one line
     naming the file, another user's image with exit 101; root may restart
