@@ -313,9 +313,15 @@ static int create_file(size_t j, char *err, size_t errsize) {
         } else if ((fd = open_posix(o, err, errsize)) < 0)
                 return fd;
         o->fd = fd;
-        /* Whole pages while it is filled: blocks cover the last one. */
+        /* Whole pages while it is filled: blocks cover the last one. The
+         * pages without a block must be zero: an existing object's are
+         * punched out rather than truncated away, so that a process outside
+         * the computation that maps it sees its content change, not a
+         * SIGBUS while it is briefly empty. */
         size_t len = ALIGN_UP(o->s.size, (uint64_t) PAGE_SZ);
-        if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t) len) < 0) {
+        if (ftruncate(fd, (off_t) len) < 0 ||
+            (len && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t) len) < 0 &&
+             (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t) len) < 0))) {
                 snprintf(err, errsize, "cannot give %s its size of %llu bytes: %m", o->name, (unsigned long long) o->s.size);
                 return -errno;
         }
