@@ -300,6 +300,7 @@ int rt_mem_presuspend(void) {
 #define SHARE_SLICE (128ull << 20)
 #define SHARE_MIN_REGION (1ull << 20)   /* anonymous bytes worth a region's split */
 #define SHARE_MIN_TOTAL (256ull << 20)  /* less, and the pause's fork is short anyway */
+#define SHARE_ALIGN (2ull << 20)        /* x86-64 PMD: a transparent huge page */
 
 static uint64_t share_sp;              /* our stack: the children run on it */
 
@@ -348,11 +349,13 @@ static bool next_piece(struct share_walk *sw, uint64_t budget, uint64_t *start, 
         if (sw->region >= n_vmf)
                 return false;
         const struct vmflags *v = &vmf[sw->region];
-        /* Virtual length holding about budget anonymous bytes. */
+        /* Virtual length holding about budget anonymous bytes, ending on a
+         * huge page boundary: a split there leaves transparent huge pages
+         * whole. */
         uint64_t vlen = v->end - v->start;
-        uint64_t want = ALIGN_UP((uint64_t) ((double) budget * (double) vlen / (double) v->anon), PAGE_SZ);
+        uint64_t want = (uint64_t) ((double) budget * (double) vlen / (double) v->anon);
         *start = sw->pos;
-        *end = MIN(v->end, sw->pos + MAX(want, (uint64_t) PAGE_SZ));
+        *end = MIN(v->end, ALIGN_UP(sw->pos + MAX(want, (uint64_t) PAGE_SZ), SHARE_ALIGN));
         *anon = (uint64_t) ((double) v->anon * (double) (*end - *start) / (double) vlen);
         sw->pos = *end;
         return true;
