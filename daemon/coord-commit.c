@@ -268,8 +268,7 @@ int coord_prune_generations(const char *ckptdir, uint64_t newest, int keep) {
         return r;
 }
 
-int coord_commit_generation(const struct coord_commit *c, int keep, const char *restart_bin,
-                            char *err, size_t errsize) {
+int coord_commit_generation(const struct coord_commit *c, const char *restart_bin, char *err, size_t errsize) {
         int r = verify_images(c, err, errsize);
         if (r < 0)
                 return r;
@@ -307,6 +306,5 @@ int coord_commit_generation(const struct coord_commit *c, int keep, const char *
         r = fsync_path(c->ckptdir);
         if (r < 0)
                 log_warning_errno(r, "Failed to sync %s: %m", c->ckptdir);
-        (void) coord_prune_generations(c->ckptdir, c->generation, keep);
         return 0;
 }

@@ -24,10 +24,10 @@ int coord_prepare_generation(const char *ckptdir, uint64_t gen, char *tmpdir, si
                              char *err, size_t errsize);
 
 /* Commit c: verify the images, write MANIFEST, rename into place, switch
- * latest and the restart script, prune beyond keep. restart_bin: what the
- * script runs by default. */
-int coord_commit_generation(const struct coord_commit *c, int keep, const char *restart_bin,
-                            char *err, size_t errsize);
+ * latest and the restart script. restart_bin: what the script runs by
+ * default. Pruning older generations is the caller's next step
+ * (coord_prune_generations), once the news of the commit is out. */
+int coord_commit_generation(const struct coord_commit *c, const char *restart_bin, char *err, size_t errsize);
 
 /* Remove complete generations beyond keep, oldest first, never newest. */
 int coord_prune_generations(const char *ckptdir, uint64_t newest, int keep);

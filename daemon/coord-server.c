@@ -569,9 +569,13 @@ static void execute(struct coord_server *srv, struct coord_action *a) {
                 break;
         case COORD_ACT_COMMIT:
                 err[0] = 0;
-                r = coord_commit_generation(&a->commit, srv->opts->keep, srv->restart_bin, err, sizeof err);
+                r = coord_commit_generation(&a->commit, srv->restart_bin, err, sizeof err);
                 if (r < 0)
                         log_error("commit of generation %" PRIu64 " failed: %s", a->commit.generation, err);
+                else {
+                        srv->prune_after = a->commit.generation;
+                        strscpy(srv->prune_dir, a->commit.ckptdir, sizeof srv->prune_dir);
+                }
                 coord_state_commit_done(srv->state, r, err);
                 break;
         case COORD_ACT_DISCARD:
@@ -611,6 +615,13 @@ static void server_drain(struct coord_server *srv) {
         while ((a = coord_state_next_action(srv->state))) {
                 execute(srv, a);
                 coord_action_free(a);
+        }
+        if (srv->prune_after) {
+                /* Removing old generations of gigabytes takes a while: the
+                 * members' verdict and the requester's answer go first. */
+                flush_all(srv);
+                (void) coord_prune_generations(srv->prune_dir, srv->prune_after, srv->opts->keep);
+                srv->prune_after = 0;
         }
         srv->draining = false;
         server_update_timer(srv);

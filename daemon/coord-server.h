@@ -41,6 +41,8 @@ struct coord_server {
         size_t console_len;
 
         bool draining;
+        uint64_t prune_after;           /* a generation just committed: prune once its news is out */
+        char prune_dir[PATH_MAX];
         char notify_status[256];
         int exit_status;
 };

@@ -74,7 +74,10 @@ static int commit(uint64_t gen, size_t n, const uint64_t *sizes, int keep, char 
                 make_file(rel, i == 1 && sizes[i] == 999 ? 5 : (size_t) sizes[i]);   /* 999: a lie */
         }
         c.images = im;
-        return coord_commit_generation(&c, keep, "/opt/dmtcp/bin/dmtcp_restart", err, errsize);
+        r = coord_commit_generation(&c, "/opt/dmtcp/bin/dmtcp_restart", err, errsize);
+        if (r == 0)
+                r = coord_prune_generations(root, gen, keep);
+        return r;
 }
 
 static void test_generations_and_prune(void **state) {
@@ -169,7 +172,7 @@ static void test_commit_refuses_bad_images(void **state) {
         c.images = &im;
         strscpy(c.ckptdir, root, sizeof c.ckptdir);
         assert_int_equal(coord_prepare_generation(root, 2, c.tmpdir, sizeof c.tmpdir, err, sizeof err), 0);
-        assert_int_equal(coord_commit_generation(&c, 2, "x", err, sizeof err), -ENOENT);
+        assert_int_equal(coord_commit_generation(&c, "x", err, sizeof err), -ENOENT);
         assert_non_null(strstr(err, "image absent"));
         assert_non_null(strstr(err, "missing"));
 }
