@@ -112,6 +112,17 @@ static _printf_(4, 5) void reply_now(struct coord_server *srv, uint64_t requeste
 static void server_checkpoint(struct coord_server *srv, uint64_t requester, int op) {
         char why[PROTO_TEXT_MAX + 1];
         int r = coord_state_ckpt_check(srv->state, why, sizeof why);
+        if (r == -EBUSY && op == PROTO_CMD_KCHECKPOINT && !srv->kckpt_queued &&
+            (srv->state->mode == COORD_MODE_CKPT || srv->state->mode == COORD_MODE_RESUME)) {
+                /* Checkpoint and end the computation (a job's stop): refused,
+                 * the job would end without its last checkpoint, or lose the
+                 * one in flight. It starts when that one is over. */
+                srv->kckpt_queued = true;
+                srv->kckpt_requester = requester;
+                log_info("checkpoint and kill requested during checkpoint generation %" PRIu64
+                         ": it starts when that one is over", srv->state->gen);
+                return;
+        }
         if (r < 0) {
                 reply_now(srv, requester, r, "%s", why);
                 return;
@@ -611,17 +622,29 @@ static void server_drain(struct coord_server *srv) {
         if (srv->draining)
                 return;
         srv->draining = true;
-        struct coord_action *a;
-        while ((a = coord_state_next_action(srv->state))) {
-                execute(srv, a);
-                coord_action_free(a);
-        }
-        if (srv->prune_after) {
-                /* Removing old generations of gigabytes takes a while: the
-                 * members' verdict and the requester's answer go first. */
-                flush_all(srv);
-                (void) coord_prune_generations(srv->prune_dir, srv->prune_after, srv->opts->keep);
-                srv->prune_after = 0;
+        for (;;) {
+                struct coord_action *a;
+                while ((a = coord_state_next_action(srv->state))) {
+                        execute(srv, a);
+                        coord_action_free(a);
+                }
+                if (srv->prune_after) {
+                        /* Removing old generations of gigabytes takes a while:
+                         * the members' verdict and the requester's answer go
+                         * first. */
+                        flush_all(srv);
+                        (void) coord_prune_generations(srv->prune_dir, srv->prune_after, srv->opts->keep);
+                        srv->prune_after = 0;
+                }
+                if (!srv->kckpt_queued || srv->state->mode == COORD_MODE_CKPT ||
+                    srv->state->mode == COORD_MODE_RESUME)
+                        break;
+                /* The checkpoint in flight is over: the queued request now
+                 * starts, or gets the reason it cannot (killed, no one left),
+                 * unless its requester is gone. */
+                srv->kckpt_queued = false;
+                if (srv->kckpt_requester == COORD_REQ_CONSOLE || conn_lookup(srv, srv->kckpt_requester))
+                        server_checkpoint(srv, srv->kckpt_requester, PROTO_CMD_KCHECKPOINT);
         }
         srv->draining = false;
         server_update_timer(srv);

@@ -778,6 +778,39 @@ def test_join_during_suspend(tmp):
 
 
 @test
+def test_kcheckpoint_waits(tmp):
+    """--kcheckpoint (a job's stop) during a checkpoint in flight (an interval
+    checkpoint) waits for that one to end, then checkpoints and kills; a
+    second --kcheckpoint meanwhile is refused as busy."""
+    ckpt = os.path.join(tmp, "ckpt")
+    c = Coord(tmp, ["--ckptdir", ckpt])
+    s = c.worker("--stall-at", "suspend", name="staller")
+    w = c.worker(name="worker")
+    s.wait_for("ready")
+    w.wait_for("ready")
+    rc, out, err = c.cmd("-c")
+    check(rc == 0, "-c: %r" % err)
+    s.wait_for("stalling")
+    k = subprocess.Popen([CMD, "-h", "127.0.0.1", "-p", str(c.port), "--kcheckpoint"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=c.env)
+    STARTED.append(k)
+    c.wait_log(r"checkpoint and kill requested during checkpoint generation 1: it starts when that one is over")
+    rc, out, err = c.cmd("--kcheckpoint")
+    check(rc == 1 and "in progress" in err, "a second --kcheckpoint while one waits: %d %r" % (rc, err))
+    check(k.poll() is None, "the first --kcheckpoint returned while generation 1 was in flight")
+    # The staller ends before it was suspended: generation 1 goes on with
+    # the worker and commits; then the waiting request runs.
+    s.kill()
+    w.wait_for("committed 0 1")
+    out, err = k.communicate(timeout=30)
+    check(k.returncode == 0 and "generation 2 committed" in out + err,
+          "the waiting --kcheckpoint: %d %r %r" % (k.returncode, out, err))
+    check(w.wait_exit() == 0, "the worker was killed after generation 2: %s" % w.lines)
+    check_generation(ckpt, 2, 1)
+    c.stop()
+
+
+@test
 def test_max_conns(tmp):
     def lim():
         resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
