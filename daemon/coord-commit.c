@@ -41,11 +41,12 @@ bool coord_gen_name_parse(const char *name, uint64_t *gen) {
         return true;
 }
 
-/* ".gen-NNNNNN.tmp" */
+/* ".gen-NNNNNN.tmp" (a generation being written) or ".gen-NNNNNN.del" (an
+ * old one being removed): left behind only by a coordinator that died. */
 static bool tmp_name_parse(const char *name) {
         uint64_t g;
         char buf[16];
-        if (name[0] != '.' || strlen(name) != 15 || strcmp(name + 11, ".tmp"))
+        if (name[0] != '.' || strlen(name) != 15 || (strcmp(name + 11, ".tmp") && strcmp(name + 11, ".del")))
                 return false;
         memcpy(buf, name + 1, 10);
         buf[10] = 0;
@@ -255,8 +256,14 @@ int coord_prune_generations(const char *ckptdir, uint64_t newest, int keep) {
         for (size_t i = (size_t) MAX(keep, 1); i < n; i++) {
                 if (list[i].gen == newest)
                         continue;
-                char path[PATH_MAX];
+                /* Out of sight first, in one step: removing a generation in
+                 * place could be cut short with its MANIFEST gone and its
+                 * images left, a directory no one would remove. */
+                char path[PATH_MAX], del[PATH_MAX];
                 int k = pathf(path, sizeof path, "%s/" COORD_GEN_PREFIX "%06" PRIu64, ckptdir, list[i].gen);
+                if (k == 0 && pathf(del, sizeof del, "%s/." COORD_GEN_PREFIX "%06" PRIu64 ".del", ckptdir,
+                                    list[i].gen) == 0 && rename(path, del) == 0)
+                        strscpy(path, del, sizeof path);
                 if (k == 0)
                         k = rm_rf(path);
                 if (k < 0) {

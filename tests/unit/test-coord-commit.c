@@ -92,6 +92,7 @@ static void test_generations_and_prune(void **state) {
         make_file("gen-000050", 1);             /* a file, not a directory */
         make_dir("gen-000003");                 /* incomplete: no MANIFEST */
         make_dir(".gen-000077.tmp/sub");        /* stale temporary */
+        make_dir(".gen-000002.del/sub");        /* a removal cut short */
         assert_int_equal(coord_newest_generation(root, &newest), 0);
         assert_int_equal(newest, 3);
 
@@ -102,9 +103,11 @@ static void test_generations_and_prune(void **state) {
                 snprintf(rel, sizeof rel, "gen-%06" PRIu64 "/MANIFEST", g);
                 assert_true(exists(rel));
                 assert_false(exists(".gen-000077.tmp"));
+                assert_false(exists(".gen-000002.del"));
         }
         assert_false(exists("gen-000004"));
         assert_false(exists("gen-000005"));
+        assert_false(exists(".gen-000004.del") || exists(".gen-000005.del"));
         assert_true(exists("gen-000006") && exists("gen-000007"));
         assert_true(exists("gen-1") && exists("gen-0000009") && exists("gen-00000a") && exists("gen-000050"));
         assert_true(exists("gen-000003"));      /* incomplete ones are not ours to prune */
