@@ -112,15 +112,21 @@ static _printf_(4, 5) void reply_now(struct coord_server *srv, uint64_t requeste
 static void server_checkpoint(struct coord_server *srv, uint64_t requester, int op) {
         char why[PROTO_TEXT_MAX + 1];
         int r = coord_state_ckpt_check(srv->state, why, sizeof why);
-        if (r == -EBUSY && op == PROTO_CMD_KCHECKPOINT && !srv->kckpt_queued &&
-            (srv->state->mode == COORD_MODE_CKPT || srv->state->mode == COORD_MODE_RESUME)) {
-                /* Checkpoint and end the computation (a job's stop): refused,
-                 * the job would end without its last checkpoint, or lose the
-                 * one in flight. It starts when that one is over. */
-                srv->kckpt_queued = true;
-                srv->kckpt_requester = requester;
-                log_info("checkpoint and kill requested during checkpoint generation %" PRIu64
-                         ": it starts when that one is over", srv->state->gen);
+        /* Waited for rather than refused: a checkpoint-and-kill (a job's
+         * stop: refused, the job would end without its last checkpoint, or
+         * lose the one in flight) whatever the phase of the checkpoint in
+         * flight; any request once that one has committed or aborted and
+         * only waits for its processes to resume (milliseconds: a script's
+         * second -bc right after the first). One waits at a time. */
+        if (r == -EBUSY && !srv->ckpt_queued && requester != COORD_REQ_NONE &&
+            (srv->state->mode == COORD_MODE_RESUME ||
+             (srv->state->mode == COORD_MODE_CKPT && op == PROTO_CMD_KCHECKPOINT))) {
+                srv->ckpt_queued = true;
+                srv->queued_requester = requester;
+                srv->queued_op = op;
+                log_info("checkpoint%s requested during checkpoint generation %" PRIu64
+                         ": it starts when that one is over", op == PROTO_CMD_KCHECKPOINT ? " and kill" : "",
+                         srv->state->gen);
                 return;
         }
         if (r < 0) {
@@ -636,15 +642,15 @@ static void server_drain(struct coord_server *srv) {
                         (void) coord_prune_generations(srv->prune_dir, srv->prune_after, srv->opts->keep);
                         srv->prune_after = 0;
                 }
-                if (!srv->kckpt_queued || srv->state->mode == COORD_MODE_CKPT ||
+                if (!srv->ckpt_queued || srv->state->mode == COORD_MODE_CKPT ||
                     srv->state->mode == COORD_MODE_RESUME)
                         break;
                 /* The checkpoint in flight is over: the queued request now
                  * starts, or gets the reason it cannot (killed, no one left),
                  * unless its requester is gone. */
-                srv->kckpt_queued = false;
-                if (srv->kckpt_requester == COORD_REQ_CONSOLE || conn_lookup(srv, srv->kckpt_requester))
-                        server_checkpoint(srv, srv->kckpt_requester, PROTO_CMD_KCHECKPOINT);
+                srv->ckpt_queued = false;
+                if (srv->queued_requester == COORD_REQ_CONSOLE || conn_lookup(srv, srv->queued_requester))
+                        server_checkpoint(srv, srv->queued_requester, srv->queued_op);
         }
         srv->draining = false;
         server_update_timer(srv);

@@ -42,8 +42,9 @@ struct coord_server {
 
         bool draining;
         uint64_t prune_after;           /* a generation just committed: prune once its news is out */
-        bool kckpt_queued;              /* a --kcheckpoint waits for the checkpoint in flight */
-        uint64_t kckpt_requester;
+        bool ckpt_queued;               /* a checkpoint request waits for the one in flight */
+        uint64_t queued_requester;
+        int queued_op;
         char prune_dir[PATH_MAX];
         char notify_status[256];
         int exit_status;

@@ -247,6 +247,10 @@ static bool handle(struct worker *w, const struct proto_msg *m, int *welcomed) {
                 }
                 if (opt.die_at == PROTO_PH_RESUME)
                         raise(SIGKILL);
+                if (opt.stall_at == PROTO_PH_RESUME) {
+                        say("stalling %d %s", w->idx, proto_phase_name(PROTO_PH_RESUME));
+                        return true;
+                }
                 send_done(w, PROTO_PH_RESUME, 0, 0, 0, NULL);
                 return true;
         case PROTO_CKPT_ABORT:

@@ -811,6 +811,35 @@ def test_kcheckpoint_waits(tmp):
 
 
 @test
+def test_bc_waits_for_resume(tmp):
+    """A -bc that arrives when the checkpoint in flight has committed and
+    only waits for its processes to resume (a script's second -bc right
+    after the first) waits for that, then runs."""
+    ckpt = os.path.join(tmp, "ckpt")
+    c = Coord(tmp, ["--ckptdir", ckpt])
+    s = c.worker("--stall-at", "resume", name="staller")
+    s.wait_for("ready")
+    res = bc_ok(c, 1)
+    check(res["generation"] == 1, "generation 1: %r" % res)
+    s.wait_for("stalling")
+    k = subprocess.Popen([CMD, "-h", "127.0.0.1", "-p", str(c.port), "-bc"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=c.env)
+    STARTED.append(k)
+    c.wait_log(r"checkpoint requested during checkpoint generation 1: it starts when that one is over")
+    check(k.poll() is None, "the second -bc returned while generation 1 was resuming")
+    # The staller goes: generation 1's round ends, generation 2 runs without anyone.
+    w = c.worker(name="worker")
+    w.wait_for("ready")
+    s.kill()
+    out, err = k.communicate(timeout=30)
+    check(k.returncode == 0 and "generation 2 committed" in out + err,
+          "the waiting -bc: %d %r %r" % (k.returncode, out, err))
+    check_generation(ckpt, 2, 1)
+    w.kill()
+    c.stop()
+
+
+@test
 def test_max_conns(tmp):
     def lim():
         resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
