@@ -541,8 +541,8 @@ static void direct_on(struct wr_ctx *w, uint64_t expected) {
         w->stage_len = 0;
 }
 
-/* Write n bytes at off directly; a refusal (EINVAL) turns direct I/O off
- * and writes them through the page cache. */
+/* Write n bytes at off, directly while direct I/O is on; a refusal (EINVAL)
+ * turns it off and writes them through the page cache. */
 static int direct_write(struct wr_ctx *w, const void *p, size_t n, uint64_t off) {
         int r = raw_pwrite_all(w->fd, p, n, off);
         if (r == -EINVAL && w->direct) {
@@ -610,8 +610,7 @@ static int out_put(struct wr_ctx *w, const uint8_t *p, size_t len, uint64_t off)
                 /* The stage ends at off, a page boundary: whole pages. */
                 if ((r = stage_flush(w, true)) < 0)
                         return r;
-                if (!w->direct)
-                        return (r = out_finish(w)) < 0 ? r : raw_pwrite_all(w->fd, p, len, off);
+                /* (Through the page cache if the flush found direct I/O refused.) */
                 if ((r = direct_write(w, p, len, off)) < 0)
                         return r;
                 w->stage_off = off + len;
@@ -850,11 +849,12 @@ static int setup_workers(struct wr_ctx *w, struct wr_worker **out, unsigned *n_o
                                 raw_syscall3(SYS_madvise, (long) w->slots[i].mem, WINDOW, MADV_POPULATE_WRITE);
                 }
         }
+        if (w->req->gzip)
+                libdeflate_set_memory_allocator(wr_deflate_alloc, wr_deflate_free);
         for (unsigned i = 0; i <= n; i++) {
                 struct wr_worker *wk = &wks[i];
                 wk->w = w;
                 if (w->req->gzip) {
-                        libdeflate_set_memory_allocator(wr_deflate_alloc, wr_deflate_free);
                         /* Without a compressor, blocks are stored raw. */
                         wk->sample_out = rt_map_scratch(SAMPLE);
                         wk->z = wk->sample_out ? libdeflate_alloc_compressor(DEFLATE_LEVEL) : NULL;
