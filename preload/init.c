@@ -245,7 +245,7 @@ _public_ int madvise(void *addr, size_t len, int advice) {
         if (!real_madvise)
                 real_madvise = dlsym(RTLD_NEXT, "madvise");
         rt_mem_note_madvise(advice);
-        if (advice != MADV_DONTFORK && advice != MADV_DOFORK && advice != MADV_WIPEONFORK && advice != MADV_KEEPONFORK)
+        if (!rt_mem_fork_advice(advice))
                 return real_madvise(addr, len, advice);
         /* Not in the middle of rt_mem_share_ahead, which puts these back. */
         rt_fork_lock();

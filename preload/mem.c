@@ -45,9 +45,13 @@ struct crc_entry {
 static struct crc_entry crc_cache[CRC_CACHE];
 static uint32_t n_crc_cache;
 
+bool rt_mem_fork_advice(int advice) {
+        return advice == MADV_DONTFORK || advice == MADV_DOFORK || advice == MADV_WIPEONFORK ||
+               advice == MADV_KEEPONFORK;
+}
+
 void rt_mem_note_madvise(int advice) {
-        if (advice == MADV_DONTFORK || advice == MADV_DOFORK || advice == MADV_WIPEONFORK ||
-            advice == MADV_KEEPONFORK || advice == MADV_HUGEPAGE || advice == MADV_NOHUGEPAGE)
+        if (rt_mem_fork_advice(advice) || advice == MADV_HUGEPAGE || advice == MADV_NOHUGEPAGE)
                 vmf_stale = true;
 }
 
@@ -334,6 +338,12 @@ static void set_fork_flag(uint64_t start, uint64_t end, bool fork) {
         raw_syscall3(SYS_madvise, (long) start, (long) (end - start), fork ? MADV_DOFORK : MADV_DONTFORK);
 }
 
+static void set_candidates_fork_flag(bool fork) {
+        for (size_t i = 0; i < n_vmf; i++)
+                if (share_candidate(&vmf[i]))
+                        set_fork_flag(vmf[i].start, vmf[i].end, fork);
+}
+
 /* The candidates, walked in pieces of about a budget of anonymous bytes. */
 struct share_walk {
         size_t region;                  /* index into vmf */
@@ -369,9 +379,7 @@ void rt_mem_share_ahead(void) {
                         total += vmf[i].anon;
         if (total < SHARE_MIN_TOTAL)
                 return;
-        for (size_t i = 0; i < n_vmf; i++)
-                if (share_candidate(&vmf[i]))
-                        set_fork_flag(vmf[i].start, vmf[i].end, false);
+        set_candidates_fork_flag(false);
         struct share_walk sw = { 0, n_vmf ? vmf[0].start : 0 };
         uint64_t forks = 0;
         long unreaped[SHARE_UNREAPED];
@@ -395,9 +403,7 @@ void rt_mem_share_ahead(void) {
                 for (size_t k = 0; k < n; k++)
                         set_fork_flag(piece[k].start, piece[k].end, false);
         }
-        for (size_t i = 0; i < n_vmf; i++)
-                if (share_candidate(&vmf[i]))
-                        set_fork_flag(vmf[i].start, vmf[i].end, true);
+        set_candidates_fork_flag(true);
         for (size_t i = 0; i < n_unreaped; i++)
                 reap(unreaped[i]);
         rt_debug("shared %llu MiB of anonymous memory ahead of the snapshot in %llu forks",

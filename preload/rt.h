@@ -290,6 +290,7 @@ int rt_mem_presuspend(void);
 void rt_mem_share_ahead(void);                   /* under the fork lock, after rt_mem_presuspend */
 int rt_mem_capture(bool cow, char *err, size_t errsize);
 void rt_mem_note_madvise(int advice);
+bool rt_mem_fork_advice(int advice);             /* MADV_[DONT|DO]FORK, MADV_[WIPE|KEEP]ONFORK */
 
 /* restart.c: called in the checkpoint thread of a restored process */
 void rt_restart_main(const struct proto_ckpt_begin *begin);
