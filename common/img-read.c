@@ -570,6 +570,15 @@ bad:
         return bad_meta(img, err, "corrupted metadata (malformed record)");
 }
 
+static int crc_mismatch(const struct img_block *b, struct img_error *err) {
+        return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
+                    (unsigned long long) b->file_off);
+}
+
+int img_check_block(const struct img_block *b, const void *stored, struct img_error *err) {
+        return img_crc32(0, stored, b->clen) == b->crc ? 0 : crc_mismatch(b, err);
+}
+
 static int inflate_block(const struct img_block *b, const void *src, void *dst, struct img_error *err) {
         int r = img_inflate(src, b->clen, dst, b->ulen);
         if (r == -ENOMEM)
@@ -593,19 +602,13 @@ int img_read_block(int fd, const struct img_block *b, void *dst, void *scratch, 
                 if (r < 0)
                         return fail(err, r == -EPIPE ? -EBADMSG : r, "cannot read block at offset %llu: %s",
                                     (unsigned long long) b->file_off, strerror(-r));
-                if (img_crc32(0, dst, b->clen) != b->crc)
-                        return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
-                                    (unsigned long long) b->file_off);
-                return 0;
+                return img_check_block(b, dst, err);
         case IMG_ENC_DEFLATE: {
                 r = pread_full(fd, scratch, b->clen, (off_t) b->file_off);
                 if (r < 0)
                         return fail(err, r == -EPIPE ? -EBADMSG : r, "cannot read block at offset %llu: %s",
                                     (unsigned long long) b->file_off, strerror(-r));
-                if (img_crc32(0, scratch, b->clen) != b->crc)
-                        return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
-                                    (unsigned long long) b->file_off);
-                return inflate_block(b, scratch, dst, err);
+                return img_check_block(b, scratch, err) ?: inflate_block(b, scratch, dst, err);
         }
         }
         return fail(err, -EBADMSG, "corrupted block encoding");
@@ -626,16 +629,10 @@ int img_decode_block(const struct img_block *b, const uint8_t *src, void *dst, s
                         c = img_crc32(c, src + o, n);
                         memcpy((uint8_t *) dst + o, src + o, n);
                 }
-                if (c != b->crc)
-                        return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
-                                    (unsigned long long) b->file_off);
-                return 0;
+                return c == b->crc ? 0 : crc_mismatch(b, err);
         }
         case IMG_ENC_DEFLATE: {
-                if (img_crc32(0, src, b->clen) != b->crc)
-                        return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
-                                    (unsigned long long) b->file_off);
-                return inflate_block(b, src, dst, err);
+                return img_check_block(b, src, err) ?: inflate_block(b, src, dst, err);
         }
         }
         return fail(err, -EBADMSG, "corrupted block encoding");
@@ -702,8 +699,7 @@ int img_verify_blocks(int fd, const struct img *img, unsigned n_threads, struct 
         if (j.result < 0) {
                 const struct img_block *b = &img->blocks[j.bad_block];
                 if (j.result == -EBADMSG)
-                        return fail(err, -EBADMSG, "corrupted data block at offset %llu (checksum mismatch)",
-                                    (unsigned long long) b->file_off);
+                        return crc_mismatch(b, err);
                 return fail(err, j.result, "cannot read data block at offset %llu: %s",
                             (unsigned long long) b->file_off, strerror(-j.result));
         }

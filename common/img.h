@@ -451,6 +451,10 @@ int img_verify_blocks(int fd, const struct img *img, unsigned n_threads, struct 
 /* crc32 as zlib computes it (the image's checksum). */
 uint32_t img_crc32(uint32_t crc, const void *p, size_t len);
 
+/* 0 if the stored bytes of block b (clen at stored) match its crc, else
+ * -EBADMSG with err naming the block. */
+int img_check_block(const struct img_block *b, const void *stored, struct img_error *err);
+
 /* Inflate the raw deflate stream of exactly clen bytes at src into exactly
  * ulen bytes at dst: 0, -EBADMSG (anything else), -ENOMEM. */
 int img_inflate(const void *src, size_t clen, void *dst, size_t ulen);

@@ -129,12 +129,9 @@ static int load_block_via_kernel(struct load_state *ls, const struct img_block *
                 return 1;
         const uint8_t *data = cbuf;
         if (b->enc == IMG_ENC_RAW) {
-                if (img_crc32(0, cbuf, b->clen) != b->crc) {
-                        e->code = -EBADMSG;
-                        snprintf(e->what, sizeof e->what, "corrupted data block at offset %llu (checksum mismatch)",
-                                 (unsigned long long) b->file_off);
-                        return -EBADMSG;
-                }
+                int r = img_check_block(b, cbuf, e);
+                if (r < 0)
+                        return r;
         } else {
                 int r = img_decode_block(b, cbuf, ubuf, e);
                 if (r < 0)
@@ -250,12 +247,8 @@ static int load_blocks(struct load_state *ls, char *err, size_t errsize) {
         int r = atomic_load(&ls->err);
         if (r < 0) {
                 const struct img_block *b = &ls->im->img.blocks[ls->bad_block];
-                if (ls->bad_what[0])
-                        snprintf(err, errsize, "image %s: %s (memory %llx)", ls->im->path, ls->bad_what,
-                                 (unsigned long long) b->addr);
-                else
-                        snprintf(err, errsize, "image %s: corrupted data block at offset %llu (memory %llx)",
-                                 ls->im->path, (unsigned long long) b->file_off, (unsigned long long) b->addr);
+                snprintf(err, errsize, "image %s: %s (memory %llx)", ls->im->path, ls->bad_what,
+                         (unsigned long long) b->addr);
                 return r == -ENOMEM ? r : -EBADMSG;
         }
         return 0;
