@@ -589,10 +589,8 @@ static void execute(struct coord_server *srv, struct coord_action *a) {
                 r = coord_commit_generation(&a->commit, srv->restart_bin, err, sizeof err);
                 if (r < 0)
                         log_error("commit of generation %" PRIu64 " failed: %s", a->commit.generation, err);
-                else {
+                else
                         srv->prune_after = a->commit.generation;
-                        strscpy(srv->prune_dir, a->commit.ckptdir, sizeof srv->prune_dir);
-                }
                 coord_state_commit_done(srv->state, r, err);
                 break;
         case COORD_ACT_DISCARD:
@@ -639,7 +637,8 @@ static void server_drain(struct coord_server *srv) {
                          * the members' verdict and the requester's answer go
                          * first. */
                         flush_all(srv);
-                        (void) coord_prune_generations(srv->prune_dir, srv->prune_after, srv->opts->keep);
+                        (void) coord_prune_generations(coord_state_ckptdir(srv->state), srv->prune_after,
+                                                       srv->opts->keep);
                         srv->prune_after = 0;
                 }
                 if (!srv->ckpt_queued || srv->state->mode == COORD_MODE_CKPT ||

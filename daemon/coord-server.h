@@ -45,7 +45,6 @@ struct coord_server {
         bool ckpt_queued;               /* a checkpoint request waits for the one in flight */
         uint64_t queued_requester;
         int queued_op;
-        char prune_dir[PATH_MAX];
         char notify_status[256];
         int exit_status;
 };
