@@ -305,8 +305,8 @@ def report(a, lim, dd, table, mixed, launch, lazy):
     L.append("|" + "---|" * (hdr.count("|") - 1))
     for (mib, contents), r in sorted(table.items(), key=lambda kv: (kv[0][0], a.contents.index(kv[0][1]))):
         L.append("| %d MiB | %s | %s | %s | %s | %.2f | %s | %s | %s |" % (
-            mib, contents, ms(r["pause_s"]), ms(r["quiet_gap_s"]), ms(r["ckpt_s"]), r["ckpt_s"] / dd[mib], size_str(r["image_b"]),
-            ms(r["restart_eager_s"]), ms(r["restart_lazy_s"]) if "restart_lazy_s" in r else "—"))
+            mib, contents, ms(r["pause_s"]), ms(r["quiet_gap_s"]), ms(r["ckpt_s"]), r["ckpt_s"] / dd[mib],
+            size_str(r["image_b"]), ms(r["restart_eager_s"]), ms(r["restart_lazy_s"]) if "restart_lazy_s" in r else "—"))
     L.append("")
     n, u = mixed
     L.append("Run-time overhead, mixed workload (2 threads: malloc/free, open/close, read, getppid, a shared "
