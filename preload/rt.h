@@ -230,10 +230,13 @@ void rt_requeue(pid_t tid, const struct rt_pending *p, uint32_t n);
  * handlers, timers and pending signals. */
 void rt_signals_init(void);
 void rt_deliver_app_signal(int sig, siginfo_t *si, void *uc);
+/* The checkpoint's own signal to a thread, tagged so that the handler tells
+ * it from the program's signal of the same number. */
+long rt_send_ckpt_signal(pid_t tid);
+bool rt_is_ckpt_siginfo(const siginfo_t *si);
 int rt_signals_capture(char *err, size_t errsize);
 int rt_signals_restore(void);
 void rt_signals_rearm_timers(void);
-bool rt_sigckpt_is_app_blocked(void);
 
 /* procstate.c */
 int rt_proc_capture(struct img_process *p, char *exe, size_t exesize, char *cwd, size_t cwdsize,

@@ -3,7 +3,7 @@
  * kept here, virtually); and the process's signal state (handlers, interval
  * timers, POSIX timers, pending signals) is captured and restored.
  *
- * Wrapped: sigaction, signal, sigset, sigprocmask, pthread_sigmask,
+ * Wrapped: sigaction, signal, sigset, sigprocmask, pthread_sigmask, raise,
  * sigsuspend, sigwait*, pselect, ppoll, epoll_pwait*. None is on a hot path.
  * glibc's own internal calls bypass these wrappers; they never touch the
  * checkpoint signal. */
@@ -14,6 +14,7 @@
 #include <sys/select.h>
 #include <sys/time.h>
 #include <time.h>
+#include <ucontext.h>
 
 #include "raw-syscall.h"
 #include "rt.h"
@@ -34,7 +35,12 @@ static int (*real_epoll_pwait2)(int, struct epoll_event *, int, const struct tim
 /* The program's view of the checkpoint signal in this thread: blocked or not.
  * initial-exec TLS: the runtime is loaded at start-up, so its TLS is static. */
 static __thread int app_blocked __attribute__((tls_model("initial-exec")));
+/* A signal of that number that arrived while the program blocked it:
+ * delivered, siginfo and all, when a thread of the program unblocks it. One
+ * at most, as the kernel keeps one of a standard signal. States: */
+enum { AP_NONE, AP_FILLING, AP_FULL, AP_TAKING };
 static _Atomic int app_pending;
+static siginfo_t app_pending_info;
 
 #define RESOLVE(var, name) \
         do { var = (__typeof__(var)) dlsym(RTLD_NEXT, name); } while (0)
@@ -67,8 +73,24 @@ static const sigset_t *strip(const sigset_t *set, sigset_t *buf) {
         return buf;
 }
 
-bool rt_sigckpt_is_app_blocked(void) {
-        return app_blocked;
+/* The tag of the checkpoint's signal: SI_QUEUE with this object's address
+ * as its value, sent by this process. The program's signals of the same
+ * number (raise, kill, sigqueue from elsewhere) never carry it. */
+static const char ckpt_tag;
+
+long rt_send_ckpt_signal(pid_t tid) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        si.si_signo = rt.cfg.sigckpt;
+        si.si_code = SI_QUEUE;
+        si.si_pid = rt.pid;
+        si.si_uid = (uid_t) raw_syscall0(SYS_getuid);
+        si.si_value.sival_ptr = (void *) &ckpt_tag;
+        return raw_syscall4(SYS_rt_tgsigqueueinfo, rt.pid, tid, rt.cfg.sigckpt, (long) &si);
+}
+
+bool rt_is_ckpt_siginfo(const siginfo_t *si) {
+        return si && si->si_code == SI_QUEUE && si->si_pid == rt.pid && si->si_value.sival_ptr == (void *) &ckpt_tag;
 }
 
 /* Default action of a signal: does it terminate the process? */
@@ -76,51 +98,82 @@ static bool default_terminates(int sig) {
         return sig != SIGCHLD && sig != SIGCONT && sig != SIGURG && sig != SIGWINCH;
 }
 
-void rt_deliver_app_signal(int sig, siginfo_t *si, void *uc) {
-        if (app_blocked) {
-                atomic_store(&app_pending, 1);
-                return;
-        }
-        struct sigaction act = rt.virt.act;
-        if (!rt.virt.installed || act.sa_handler == SIG_DFL) {
-                if (!default_terminates(sig))
-                        return;
-                /* Die of this signal as the program would have. */
-                struct sigaction dfl = { .sa_handler = SIG_DFL };
-                rt_real_sigaction(sig, &dfl, NULL);
-                sigset_t one;
-                sigemptyset(&one);
-                sigaddset(&one, sig);
-                real_pthread_sigmask(SIG_UNBLOCK, &one, NULL);
-                raw_syscall3(SYS_tgkill, raw_getpid(), raw_gettid(), sig);
-                return;
-        }
-        if (act.sa_handler == SIG_IGN)
-                return;
-        if (act.sa_flags & SA_RESETHAND) {
-                memset(&rt.virt.act, 0, sizeof rt.virt.act);
-                rt.virt.act.sa_handler = SIG_DFL;
-        }
-        /* Run the program's handler with the mask it asked for. */
-        sigset_t mask = ((ucontext_t *) uc)->uc_sigmask, old;
-        for (int s = 1; s < NSIG; s++)
-                if (sigismember(&act.sa_mask, s))
-                        sigaddset(&mask, s);
-        if (!(act.sa_flags & SA_NODEFER))
-                app_blocked = 1;
-        sigdelset(&mask, sig);
-        real_pthread_sigmask(SIG_SETMASK, &mask, &old);
-        if (act.sa_flags & SA_SIGINFO)
-                act.sa_sigaction(sig, si, uc);
-        else
-                act.sa_handler(sig);
-        real_pthread_sigmask(SIG_SETMASK, &old, NULL);
-        app_blocked = 0;
+/* Take the pending signal's siginfo, if there is one. */
+static bool take_pending(siginfo_t *out) {
+        int e = AP_FULL;
+        if (!atomic_compare_exchange_strong(&app_pending, &e, AP_TAKING))
+                return false;
+        *out = app_pending_info;
+        atomic_store(&app_pending, AP_NONE);
+        return true;
 }
 
-static void deliver_pending_if_unblocked(void) {
-        if (!app_blocked && atomic_exchange(&app_pending, 0))
-                raw_syscall3(SYS_tgkill, raw_getpid(), raw_gettid(), rt.cfg.sigckpt);
+void rt_deliver_app_signal(int sig, siginfo_t *si, void *uc) {
+        siginfo_t next;
+        for (;;) {
+                if (app_blocked) {
+                        int e = AP_NONE;
+                        if (atomic_compare_exchange_strong(&app_pending, &e, AP_FILLING)) {
+                                app_pending_info = *si;
+                                atomic_store(&app_pending, AP_FULL);
+                        }
+                        return;
+                }
+                struct sigaction act = rt.virt.act;
+                if (!rt.virt.installed || act.sa_handler == SIG_DFL) {
+                        if (!default_terminates(sig))
+                                return;
+                        /* Die of this signal as the program would have. */
+                        struct sigaction dfl = { .sa_handler = SIG_DFL };
+                        rt_real_sigaction(sig, &dfl, NULL);
+                        sigset_t one;
+                        sigemptyset(&one);
+                        sigaddset(&one, sig);
+                        real_pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+                        raw_syscall3(SYS_tgkill, raw_getpid(), raw_gettid(), sig);
+                        return;
+                }
+                if (act.sa_handler == SIG_IGN)
+                        return;
+                if (act.sa_flags & SA_RESETHAND) {
+                        memset(&rt.virt.act, 0, sizeof rt.virt.act);
+                        rt.virt.act.sa_handler = SIG_DFL;
+                }
+                /* Run the program's handler with the mask it asked for. */
+                sigset_t mask = ((ucontext_t *) uc)->uc_sigmask, old;
+                for (int s = 1; s < NSIG; s++)
+                        if (sigismember(&act.sa_mask, s))
+                                sigaddset(&mask, s);
+                if (!(act.sa_flags & SA_NODEFER))
+                        app_blocked = 1;
+                sigdelset(&mask, sig);
+                real_pthread_sigmask(SIG_SETMASK, &mask, &old);
+                if (act.sa_flags & SA_SIGINFO)
+                        act.sa_sigaction(sig, si, uc);
+                else
+                        act.sa_handler(sig);
+                real_pthread_sigmask(SIG_SETMASK, &old, NULL);
+                app_blocked = 0;
+                /* One raised while the handler ran: the kernel delivers it
+                 * as soon as the handler returns. */
+                if (!take_pending(&next))
+                        return;
+                si = &next;
+        }
+}
+
+/* Deliver the pending signal here and now, as the kernel would on the
+ * return from the call that unblocked it. Not re-sent through the kernel:
+ * there it could merge with a checkpoint's signal of the same number and be
+ * lost. */
+static bool deliver_pending_if_unblocked(void) {
+        siginfo_t si;
+        if (app_blocked || !take_pending(&si))
+                return false;
+        ucontext_t uc;
+        getcontext(&uc);
+        rt_deliver_app_signal(rt.cfg.sigckpt, &si, &uc);
+        return true;
 }
 
 _public_ int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
@@ -206,6 +259,28 @@ _public_ int sigprocmask(int how, const sigset_t *set, sigset_t *old) {
 
 _public_ int pthread_sigmask(int how, const sigset_t *set, sigset_t *old) {
         return mask_common(real_pthread_sigmask, how, set, old);
+}
+
+/* raise() of the checkpoint signal's number never goes through the kernel,
+ * where it could merge with the checkpoint's own signal: it is delivered (or
+ * left pending) here, as the kernel would before raise() returned. */
+_public_ int raise(int sig) {
+        if (!is_ckpt(sig)) {
+                static int (*real_raise)(int);
+                if (!real_raise)
+                        RESOLVE(real_raise, "raise");
+                return real_raise(sig);
+        }
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        si.si_signo = sig;
+        si.si_code = SI_TKILL;
+        si.si_pid = getpid();
+        si.si_uid = getuid();
+        ucontext_t uc;
+        getcontext(&uc);
+        rt_deliver_app_signal(sig, &si, &uc);
+        return 0;
 }
 
 _public_ int sigsuspend(const sigset_t *mask) {

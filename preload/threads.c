@@ -176,9 +176,16 @@ static void rt_sigckpt_handler(int sig, siginfo_t *si, void *ucv) {
         int saved_errno = errno;
         struct rt_thread *t = rt_thread_slot((pid_t) raw_gettid(), false);
         uint32_t expect = RT_TS_SIGNALED;
+        /* The checkpoint's signal and the program's, both pending at once,
+         * are delivered once with the siginfo of the first. So the program's
+         * signal to a thread the checkpoint is stopping also stops it, and is
+         * then delivered; the checkpoint's own signal, if it comes after, is
+         * dropped. Still lost: a signal from another thread or process that comes
+         * second (raise() never reaches the kernel: signals.c). */
+        const bool ours = rt_is_ckpt_siginfo(si);
         if (!t || !atomic_compare_exchange_strong(&t->state, &expect, RT_TS_STOPPING)) {
-                /* Not ours: the program (or someone) sent this signal. */
-                rt_deliver_app_signal(sig, si, ucv);
+                if (!ours)
+                        rt_deliver_app_signal(sig, si, ucv);
                 errno = saved_errno;
                 return;
         }
@@ -224,6 +231,8 @@ static void rt_sigckpt_handler(int sig, siginfo_t *si, void *ucv) {
         atomic_store(&t->state, RT_TS_RUNNING);
         atomic_fetch_sub(&rt.n_suspended, 1);
         raw_futex_wake((uint32_t *) &rt.n_suspended, 1);
+        if (!ours)
+                rt_deliver_app_signal(sig, si, ucv);
         errno = saved_errno;
 }
 
@@ -287,7 +296,7 @@ static void scan_one(pid_t tid, void *userdata) {
         if (atomic_load(&t->state) != RT_TS_RUNNING)
                 return;
         atomic_store(&t->state, RT_TS_SIGNALED);
-        long r = raw_syscall3(SYS_tgkill, rt.pid, tid, rt.cfg.sigckpt);
+        long r = rt_send_ckpt_signal(tid);
         if (r == -ESRCH)
                 atomic_store(&t->state, RT_TS_FREE);
         else if (r < 0)

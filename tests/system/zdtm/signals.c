@@ -13,8 +13,9 @@
  *     arrive exactly once, with the siginfo it was sent with (si_code, and
  *     the sigqueue value);
  *   - the program's own use of SIGUSR2 (dmtcp's checkpoint signal, hidden
- *     from the program): a handler, raise(), and a raise() while the
- *     program blocks SIGUSR2, delivered when it unblocks;
+ *     from the program): a handler, raise(), a raise() while the program
+ *     blocks SIGUSR2, delivered when it unblocks, and a raise() from the
+ *     handler itself, delivered as the handler returns;
  *   - SIGPIPE ignored, SIGTERM default.
  *
  * With "itimer-blocked", SIGALRM is blocked but for a moment every 40
@@ -56,6 +57,7 @@ static volatile uint64_t alrm_ticks, alrm_last, alrm_bad;
 static volatile sig_atomic_t alrm_fired;
 static volatile uint64_t t1_ticks, t1_last, t2_ticks, t2_last, timer_bad;
 static volatile uint64_t usr2_count, usr2_bad;
+static volatile bool usr2_reraise;
 static volatile uint64_t hup_count, rt2_count, rt3_count;
 static volatile int hup_code, rt2_code, rt3_code, rt2_value;
 #define QUEUE_VALUE 0x2a2a2a
@@ -131,6 +133,16 @@ static void on_usr2(int sig, siginfo_t *si, void *uc) {
                 note_bad("SIGUSR2 with a wrong siginfo");
         }
         usr2_count++;
+        if (usr2_reraise) {
+                /* Blocked while its handler runs: pending until it returns. */
+                usr2_reraise = false;
+                uint64_t c = usr2_count;
+                raise(SIGUSR2);
+                if (usr2_count != c) {
+                        usr2_bad++;
+                        note_bad("SIGUSR2 raised in its handler ran the handler inside itself");
+                }
+        }
 }
 
 static void on_pending(int sig, siginfo_t *si, void *uc) {
@@ -357,6 +369,9 @@ int main(int argc, char **argv) {
                         check(usr2_count == c + 1, "SIGUSR2 delivered while the program blocks it");
                         sigprocmask(SIG_UNBLOCK, &usr2, NULL);
                         check(usr2_count == c + 2, "SIGUSR2 raised while blocked not delivered on unblock");
+                        usr2_reraise = true;
+                        raise(SIGUSR2);
+                        check(usr2_count == c + 4, "SIGUSR2 raised in its handler not delivered as it returned");
                 }
                 if (!ready && (!timers || (alrm_ticks && t1_ticks && t2_ticks))) {
                         ready = true;
