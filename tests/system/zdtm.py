@@ -827,6 +827,9 @@ SPECS = {
     "signals": lambda t: Spec(program(t, "signals", "itimer"), first_progress=20, progress=250),
     "signals_alarm": lambda t: Spec(program(t, "signals", "alarm"), first_progress=20, progress=450),
     "signals_pending": lambda t: Spec(program(t, "signals", "pending"), progress=20),
+    # A real-time checkpoint signal; SIGUSR2 is then the program's alone.
+    "signals_rtckpt": lambda t: Spec(program(t, "signals", "itimer"), first_progress=20, progress=250,
+                                     launch_args=["--ckpt-signal", "40"]),
     "signals_itimer_blocked": lambda t: Spec(program(t, "signals", "itimer-blocked"), first_progress=20,
                                              progress=250),
     # 128 steps of 8 MiB per sweep: the first checkpoint catches the first
