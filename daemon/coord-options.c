@@ -19,6 +19,7 @@ enum {
         ARG_NO_STRICT,
         ARG_JOB,
         ARG_RESTART_TIMEOUT,
+        ARG_STOP_TIMEOUT,
         ARG_IDLE_TIMEOUT,
         ARG_HELP,
         ARG_VERSION,
@@ -36,6 +37,7 @@ static const struct option long_options[] = {
         { "no-strict-uid-checking", no_argument,       NULL, ARG_NO_STRICT },
         { "job",                    required_argument, NULL, ARG_JOB },
         { "restart-timeout",        required_argument, NULL, ARG_RESTART_TIMEOUT },
+        { "stop-timeout",           required_argument, NULL, ARG_STOP_TIMEOUT },
         { "idle-timeout",           required_argument, NULL, ARG_IDLE_TIMEOUT },
         { "quiet",                  no_argument,       NULL, 'q' },
         { "help",                   no_argument,       NULL, ARG_HELP },
@@ -58,6 +60,8 @@ void coord_print_help(FILE *f) {
               "      --no-strict-uid-checking  accept local peers of other users\n"
               "      --job NAME             job name: Unix socket $XDG_RUNTIME_DIR/dmtcp/NAME.sock\n"
               "      --restart-timeout S    give up a restart whose processes do not all arrive (default $DMTCP_RESTART_TIMEOUT or 60)\n"
+              "      --stop-timeout S       abort a checkpoint whose processes do not all stop within S seconds\n"
+              "                             (default $DMTCP_STOP_TIMEOUT or 60; 0 = wait as long as it takes)\n"
               "      --idle-timeout S       exit after S seconds without processes or clients\n"
               "  -q, --quiet                print only warnings and errors\n"
               "      --help                 show this help\n"
@@ -94,7 +98,8 @@ static int absolute_path(const char *in, char *out, size_t size) {
 }
 
 int coord_parse_options(int argc, char *argv[], struct coord_options *o, char *err, size_t errsize) {
-        const char *port_arg = NULL, *interval_arg = NULL, *keep_arg = NULL, *rt_arg = NULL, *ckptdir_arg = NULL;
+        const char *port_arg = NULL, *interval_arg = NULL, *keep_arg = NULL, *rt_arg = NULL, *st_arg = NULL,
+                   *ckptdir_arg = NULL;
 
         *o = (struct coord_options) { .strict_uid = true };
         optind = 0;             /* full re-initialisation: the tests call us repeatedly */
@@ -140,6 +145,9 @@ int coord_parse_options(int argc, char *argv[], struct coord_options *o, char *e
                         break;
                 case ARG_RESTART_TIMEOUT:
                         rt_arg = optarg;
+                        break;
+                case ARG_STOP_TIMEOUT:
+                        st_arg = optarg;
                         break;
                 case ARG_IDLE_TIMEOUT:
                         if (parse_seconds(optarg, MAX_INTERVAL, &o->idle_timeout) < 0 || o->idle_timeout == 0)
@@ -200,6 +208,13 @@ int coord_parse_options(int argc, char *argv[], struct coord_options *o, char *e
         o->restart_timeout = 60;
         if (rt_arg && (parse_seconds(rt_arg, MAX_INTERVAL, &o->restart_timeout) < 0 || o->restart_timeout == 0))
                 return fail(err, errsize, "%s '%s' is not a number of seconds >= 1", rt_src, rt_arg);
+
+        const char *st_src = "--stop-timeout";
+        if (!st_arg && (env = getenv("DMTCP_STOP_TIMEOUT")) && *env)
+                st_arg = env, st_src = "DMTCP_STOP_TIMEOUT";
+        o->stop_timeout = 60;
+        if (st_arg && parse_seconds(st_arg, MAX_INTERVAL, &o->stop_timeout) < 0)
+                return fail(err, errsize, "%s '%s' is not a number of seconds (0: no limit)", st_src, st_arg);
 
         if (ckptdir_arg)
                 o->ckptdir_option = true;

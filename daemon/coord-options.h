@@ -22,6 +22,7 @@ struct coord_options {
         int keep;                       /* --keep, DMTCP_KEEP, 2 */
         char job[65];                   /* "" = default */
         uint32_t restart_timeout;       /* seconds: --restart-timeout, DMTCP_RESTART_TIMEOUT, 60 */
+        uint32_t stop_timeout;          /* seconds: --stop-timeout, DMTCP_STOP_TIMEOUT, 60; 0 = none */
         uint32_t idle_timeout;          /* seconds, 0 = never */
         bool help, version;
 };

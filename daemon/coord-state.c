@@ -664,7 +664,7 @@ int coord_state_ckpt_check(const struct coord_state *s, char *why, size_t size) 
 }
 
 uint64_t coord_state_next_generation(const struct coord_state *s, uint64_t newest_on_disk) {
-        return MAX(newest_on_disk, s->last_gen) + 1;
+        return MAX(MAX(newest_on_disk, s->last_gen), s->left_out_gen) + 1;
 }
 
 void coord_state_ckpt_start(struct coord_state *s, uint64_t gen, const char *tmpdir, uint32_t flags,
@@ -683,6 +683,7 @@ void coord_state_ckpt_start(struct coord_state *s, uint64_t gen, const char *tmp
         s->flags = flags;
         strscpy(s->tmpdir, tmpdir, sizeof s->tmpdir);
         s->ckpt_start = now_mono(s);
+        s->stop_deadline = s->cfg.stop_timeout_usec ? s->ckpt_start + s->cfg.stop_timeout_usec : 0;
         s->mode = COORD_MODE_CKPT;
         s->phase = PROTO_PH_SUSPEND;
         s->aborted = false;
@@ -1206,6 +1207,8 @@ void coord_state_phase_done(struct coord_state *s, uint64_t conn, const struct p
                 return;
         if (m->pending)
                 return violation(s, m, "PHASE_DONE before being welcomed");
+        if (m->stale_gen && pd->generation <= m->stale_gen)
+                return;         /* about a checkpoint it was left out of: it resumes on its own */
         if (s->mode != COORD_MODE_KILL && !m->in_round)
                 return violation(s, m, "PHASE_DONE(%s) with no checkpoint or restart in progress",
                                  proto_phase_name(pd->phase));
@@ -1419,6 +1422,34 @@ void coord_state_kill(struct coord_state *s, uint64_t requester, bool quit) {
         kill_start(s, requester, quit);
 }
 
+/* Processes that did not stop (or capture) in time: stopped by the user
+ * (SIGSTOP, ^Z), stuck in the kernel, or in a long dmtcp_disable_ckpt
+ * section. The checkpoint is aborted for all; the late ones leave the round,
+ * so the others resume now, and what they report about this generation when
+ * they wake is dropped (they find the abort waiting and resume too). */
+static void stop_timed_out(struct coord_state *s) {
+        char what[PROTO_TEXT_MAX + 1], reason[PROTO_TEXT_MAX + 1];
+        const struct coord_member *culprit = NULL;
+        for (size_t i = 0; i < s->n_members && !culprit; i++)
+                if (s->members[i]->in_round && s->members[i]->done < s->phase)
+                        culprit = s->members[i];
+        describe_not_done(s, what, sizeof what);
+        text_printf(reason, sizeof reason, "not stopped within %" PRIu64 " s (phase %s): %s",
+                    s->cfg.stop_timeout_usec / 1000000, proto_phase_name(s->phase), what);
+        const uint8_t phase = s->phase;
+        const uint64_t gen = s->gen;
+        ckpt_abort(s, -ETIMEDOUT, reason, culprit);
+        for (size_t i = 0; i < s->n_members; i++) {
+                struct coord_member *m = s->members[i];
+                if (m->in_round && m->done < phase) {
+                        m->in_round = false;
+                        m->stale_gen = gen;
+                }
+        }
+        s->left_out_gen = gen;
+        resume_check(s);
+}
+
 void coord_state_tick(struct coord_state *s) {
         uint64_t now = now_mono(s);
         if (s->mode == COORD_MODE_RESTART && s->rst_deadline && now >= s->rst_deadline) {
@@ -1435,6 +1466,8 @@ void coord_state_tick(struct coord_state *s) {
                 }
                 restart_fail(s, msg);
         }
+        if (s->mode == COORD_MODE_CKPT && s->phase < PROTO_PH_WRITE && s->stop_deadline && now >= s->stop_deadline)
+                stop_timed_out(s);
         if (s->mode == COORD_MODE_KILL && s->kill_deadline && now >= s->kill_deadline) {
                 while (s->n_members > 0) {
                         struct coord_member *m = s->members[s->n_members - 1];
@@ -1469,6 +1502,7 @@ uint64_t coord_state_next_deadline(const struct coord_state *s) {
         const uint64_t c[] = {
                 s->mode == COORD_MODE_RESTART ? s->rst_deadline : 0,
                 s->mode == COORD_MODE_KILL ? s->kill_deadline : 0,
+                s->mode == COORD_MODE_CKPT && s->phase < PROTO_PH_WRITE ? s->stop_deadline : 0,
                 s->interval_deadline,
         };
         for (size_t i = 0; i < ARRAY_SIZE(c); i++)

@@ -51,6 +51,8 @@ struct coord_member {
         uint8_t role;           /* PROTO_ROLE_WORKER or PROTO_ROLE_RESTART */
         uint8_t state;          /* enum proto_member_state */
         uint8_t done;           /* last phase reported done in the current round */
+        uint64_t stale_gen;     /* left out of this checkpoint generation (and older) when it did
+                                 * not stop in time: its late reports for them are dropped */
         bool pending;           /* WELCOME deferred until idle */
         bool in_round;          /* takes part in the checkpoint/restart in flight */
         bool execing;           /* announced an exec (EXEC) */
@@ -159,6 +161,7 @@ struct coord_config {
         bool interval_fixed;            /* -i or DMTCP_CHECKPOINT_INTERVAL given */
         bool exit_on_last;
         uint64_t restart_timeout_usec;
+        uint64_t stop_timeout_usec;     /* checkpoint phases before WRITE; 0 = no limit */
         uint32_t kill_grace_ms;
 };
 
@@ -191,6 +194,9 @@ struct coord_state {
         char tmpdir[PATH_MAX];
         uint64_t requester;             /* waiting BCHECKPOINT/KCHECKPOINT, else COORD_REQ_NONE */
         uint64_t ckpt_start;            /* CLOCK_MONOTONIC */
+        uint64_t stop_deadline;         /* every process stopped and captured by then (0: no limit) */
+        uint64_t left_out_gen;          /* last generation aborted with processes left out of it: never
+                                         * reused, or their late reports would count for the new one */
         bool aborted;                   /* the RESUME wait follows an abort */
         uint64_t commit_usec;           /* CLOCK_REALTIME of the commit being made */
         bool committing;                /* the COMMIT action is queued */

@@ -215,6 +215,7 @@ int main(int argc, char *argv[]) {
                 .interval_fixed = o.interval_set,
                 .exit_on_last = o.exit_on_last,
                 .restart_timeout_usec = (uint64_t) o.restart_timeout * 1000000u,
+                .stop_timeout_usec = (uint64_t) o.stop_timeout * 1000000u,
                 .kill_grace_ms = COORD_KILL_GRACE_MS,
         };
         strscpy(cfg.host, host_name(), sizeof cfg.host);

@@ -291,10 +291,10 @@ class Proc:
 
 
 class Coordinator:
-    def __init__(self, t, n):
+    def __init__(self, t, n, args=()):
         self.port_file = os.path.join(t.run, "port%d" % n)
         self.proc = Proc(t, "coordinator%d" % n,
-                         [t.env.coord, "--port", "0", "--port-file", self.port_file, "--ckptdir", t.ckpt])
+                         [t.env.coord, "--port", "0", "--port-file", self.port_file, "--ckptdir", t.ckpt] + list(args))
         wait_until(lambda: os.path.exists(self.port_file) or self.proc.poll() is not None, 10,
                    "coordinator %d's port file" % n)
         check(self.proc.poll() is None, "coordinator %d exited at start (%s): %s" %
@@ -354,11 +354,11 @@ class T:
 
     # -- coordinator and program --
 
-    def new_coordinator(self):
+    def new_coordinator(self, args=()):
         if self.coord:
             self.coord.stop()
         self.n_coord += 1
-        self.coord = Coordinator(self, self.n_coord)
+        self.coord = Coordinator(self, self.n_coord, args)
         return self.coord
 
     def launch(self, cmd, ready_timeout=30):
@@ -464,6 +464,18 @@ class T:
                                                                  self.prog.stderr().strip(), self.result_note()))
         log("%s: restarted pid %d%s" % (self.name, self.pid,
                                         "" if self.host_pid == self.pid else " (pid %d here)" % self.host_pid))
+
+    def restart_twice(self, progress):
+        """After the program was killed: restart, run, checkpoint, kill,
+        restart, run, verify."""
+        self.restart()
+        self.progress(progress, fresh=True)
+        self.checkpoint()
+        self.progress(5)
+        self.kill_program()
+        self.restart()
+        self.progress(progress, fresh=True)
+        self.verify()
 
     def find_restored(self):
         """The restored program among dmtcp_restart's descendants: its own
@@ -1570,20 +1582,55 @@ def flow_full_disk(t):
         t.kill_program()
         os.unlink(filler)
         # The generation before the failure restarts; then the usual round.
-        t.restart()
-        t.progress(25, fresh=True)
-        t.checkpoint()
-        t.progress(5)
-        t.kill_program()
-        t.restart()
-        t.progress(25, fresh=True)
-        t.verify()
+        t.restart_twice(25)
     finally:
         if t.coord:
             t.coord.stop()
             t.coord = None
         t.stop_all()
         subprocess.run(["umount", "-l", t.ckpt], capture_output=True)
+
+
+@special
+def flow_stopped(t):
+    """A process stopped by SIGSTOP (^Z in its terminal) cannot stop for a
+    checkpoint. After the coordinator's --stop-timeout the checkpoint fails
+    naming it; the previous generation stays the latest. Continued, the
+    process finds the abort waiting, stays in the computation, and
+    checkpoints and restarts as usual."""
+    try:
+        t.new_coordinator(["--stop-timeout", "2"])
+        t.launch(program(t, "counter"))
+        t.progress(20)
+        t.checkpoint()
+        latest = os.readlink(os.path.join(t.ckpt, "latest"))
+        os.kill(t.host_pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        out = t.checkpoint(expect_rc=1)
+        took = time.monotonic() - t0
+        check(re.search(r"not stopped within 2 s \(phase suspend\): 1 of 1 processes not done: "
+                        r"member \d+ \([^,]*, pid %d on " % t.pid, out),
+              "the timed-out checkpoint does not say who did not stop: %s" % out.strip())
+        check(2 <= took < 15, "the checkpoint gave up after %.1f s, with --stop-timeout 2" % took)
+        log("%s: checkpoint of the stopped process refused after %.1f s: %s" %
+            (t.name, took, out.strip().splitlines()[-1]))
+        check(os.readlink(os.path.join(t.ckpt, "latest")) == latest, "latest moved after an aborted checkpoint")
+        check(not [n for n in os.listdir(t.ckpt) if n not in (latest, "latest", "dmtcp_restart_script.sh")],
+              "the aborted checkpoint left files behind: %s" % sorted(os.listdir(t.ckpt)))
+        os.kill(t.host_pid, signal.SIGCONT)
+        t.progress(20)
+        rc, out = t.coord.command("-s")
+        check(rc == 0 and "NUM_PEERS=1" in out and "RUNNING=yes" in out,
+              "the continued process is no longer a running member: %s" % out.strip())
+        t.checkpoint()
+        check(os.readlink(os.path.join(t.ckpt, "latest")) != latest, "latest did not move after the next checkpoint")
+        t.kill_program()
+        t.restart_twice(20)
+    finally:
+        if t.coord:
+            t.coord.stop()
+            t.coord = None
+        t.stop_all()
 
 
 @special

@@ -9,7 +9,7 @@
 
 static const char *const env_vars[] = {
         "DMTCP_COORD_PORT", "DMTCP_PORT", "DMTCP_CHECKPOINT_INTERVAL", "DMTCP_CHECKPOINT_DIR",
-        "DMTCP_KEEP", "DMTCP_RESTART_TIMEOUT",
+        "DMTCP_KEEP", "DMTCP_RESTART_TIMEOUT", "DMTCP_STOP_TIMEOUT",
 };
 
 static int clear_env(void **state) {
@@ -33,6 +33,7 @@ static void test_defaults(void **state) {
         assert_false(o.daemonize || o.exit_on_last || o.quiet || o.interval_set || o.ckptdir_option);
         assert_int_equal(o.keep, 2);
         assert_int_equal(o.restart_timeout, 60);
+        assert_int_equal(o.stop_timeout, 60);
         assert_int_equal(o.idle_timeout, 0);
         assert_string_equal(o.job, "");
         assert_string_equal(o.ckptdir, "");
@@ -44,7 +45,7 @@ static void test_all_options(void **state) {
         assert_int_equal(PARSE(&o, err, "-p", "0", "--port-file", "/tmp/pf", "--bind", "0.0.0.0", "--daemon",
                                "--exit-on-last", "-i", "30", "--ckptdir", "/data/ck", "--keep", "5",
                                "--no-strict-uid-checking", "--job", "my.job_1", "--restart-timeout", "9",
-                               "--idle-timeout", "20", "-q"), 0);
+                               "--idle-timeout", "20", "--stop-timeout", "0", "-q"), 0);
         assert_int_equal(o.port, 0);
         assert_string_equal(o.port_file, "/tmp/pf");
         assert_string_equal(o.bind, "0.0.0.0");
@@ -56,6 +57,7 @@ static void test_all_options(void **state) {
         assert_string_equal(o.job, "my.job_1");
         assert_int_equal(o.restart_timeout, 9);
         assert_int_equal(o.idle_timeout, 20);
+        assert_int_equal(o.stop_timeout, 0);            /* no limit */
         assert_int_equal(PARSE(&o, err, "--port=1234", "--interval=0", "--help", "--version"), 0);
         assert_int_equal(o.port, 1234);
         assert_true(o.interval_set);
@@ -84,6 +86,7 @@ static void test_environment(void **state) {
         setenv("DMTCP_CHECKPOINT_DIR", "/env/ck", 1);
         setenv("DMTCP_KEEP", "7", 1);
         setenv("DMTCP_RESTART_TIMEOUT", "3", 1);
+        setenv("DMTCP_STOP_TIMEOUT", "4", 1);
         assert_int_equal(coord_parse_options(1, argv, &o, err, sizeof err), 0);
         assert_int_equal(o.port, 2222);
         assert_int_equal(o.interval, 15);
@@ -92,6 +95,7 @@ static void test_environment(void **state) {
         assert_false(o.ckptdir_option);                 /* a restart may move it */
         assert_int_equal(o.keep, 7);
         assert_int_equal(o.restart_timeout, 3);
+        assert_int_equal(o.stop_timeout, 4);
         /* Options beat the environment. */
         assert_int_equal(PARSE(&o, err, "-p", "3333", "-i", "1", "--keep", "1", "--ckptdir", "/opt"), 0);
         assert_int_equal(o.port, 3333);
@@ -126,6 +130,7 @@ static void test_errors(void **state) {
                 { { "--job", "0123456789012345678901234567890123456789012345678901234567890123456789" }, "invalid job name" },
                 { { "--restart-timeout", "0" }, ">= 1" },
                 { { "--idle-timeout", "0" }, ">= 1" },
+                { { "--stop-timeout", "-5" }, "0: no limit" },
                 { { "--port-file", "" }, "needs a file name" },
                 { { "--ckptdir", "" }, "needs a directory" },
                 { { "--bind", "" }, "needs an address" },

@@ -747,6 +747,79 @@ static void test_commit_failure_aborts(void **state) {
         assert_int_equal(s->last_ckpt_usec, 0);
 }
 
+/* A process that does not stop (SIGSTOP, ^Z) holds no one hostage: after
+ * --stop-timeout the checkpoint is aborted, the others resume, and the late
+ * one's reports about that generation are dropped when it wakes. */
+static void test_stop_timeout(void **state) {
+        (void) state;
+        struct coord_config cfg = base_cfg();
+        cfg.stop_timeout_usec = 30 * 1000000ull;
+        struct coord_state *s = new_state(&cfg);
+        const uint64_t c[] = { 10, 11, 12 };
+        join(s, 10, "a");
+        join(s, 11, "b");
+        join(s, 12, "stopped");
+        take(s);
+        start(s, 1, 0);
+        take(s);
+        assert_int_equal(coord_state_next_deadline(s), fake_mono + 30 * 1000000ull);
+        done(s, 10, 1, PROTO_PH_SUSPEND, 0, NULL, 0);
+        done(s, 11, 1, PROTO_PH_SUSPEND, 0, NULL, 0);
+        fake_mono += 29 * 1000000ull;
+        coord_state_tick(s);
+        take(s);
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 0);
+        fake_mono += 1000000ull;
+        coord_state_tick(s);
+        take(s);
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 3);         /* the stopped one finds it when it wakes */
+        assert_int_equal(reply_to(7777)->status, -ETIMEDOUT);
+        assert_string_equal(reply_to(7777)->message,
+                            "checkpoint generation 1 aborted: not stopped within 30 s (phase suspend): "
+                            "1 of 3 processes not done: member 3 (stopped, pid 100 on hostA)");
+        assert_non_null(find(COORD_ACT_DISCARD));
+        assert_int_equal(s->mode, COORD_MODE_RESUME);
+        done(s, 10, 1, PROTO_PH_RESUME, 0, NULL, 0);
+        done(s, 11, 1, PROTO_PH_RESUME, 0, NULL, 0);
+        take(s);
+        assert_int_equal(s->mode, COORD_MODE_IDLE);
+        assert_int_equal(coord_state_next_deadline(s), 0);
+
+        /* It wakes: what it says about generation 1 is dropped, not a
+         * protocol violation. */
+        done(s, 12, 1, PROTO_PH_SUSPEND, 0, NULL, 0);
+        done(s, 12, 1, PROTO_PH_RESUME, 0, NULL, 0);
+        take(s);
+        assert_false(closed(12));
+        assert_int_equal(coord_state_n_members(s), 3);
+
+        /* The next checkpoint includes it again, under a new number. */
+        assert_int_equal(coord_state_next_generation(s, 0), 2);
+        start(s, 2, 0);
+        advance(s, c, 3, 2, PROTO_PH_WRITE + 1);
+        assert_true(s->committing);
+        coord_state_commit_done(s, 0, NULL);
+        take(s);
+        assert_int_equal(reply_to(7777)->status, 0);
+        assert_int_equal(s->last_gen, 2);
+        acts_clear();
+        coord_state_free(s);
+}
+
+/* No limit unless configured: a checkpoint may wait as long as it takes. */
+static void test_stop_timeout_off(void **state) {
+        struct coord_state *s = *state;
+        join(s, 10, "a");
+        start(s, 1, 0);
+        take(s);
+        assert_int_equal(coord_state_next_deadline(s), 0);
+        fake_mono += 3600 * 1000000ull;
+        coord_state_tick(s);
+        take(s);
+        assert_int_equal(n_sent(PROTO_CKPT_ABORT), 0);
+        assert_int_equal(s->mode, COORD_MODE_CKPT);
+}
+
 static void test_join_during_suspend_vs_later(void **state) {
         struct coord_state *s = *state;
         join(s, 10, "parent");
@@ -1225,6 +1298,8 @@ int main(void) {
                 cmocka_unit_test(test_protocol_violations),
                 cmocka_unit_test_setup_teardown(test_phase_done_when_idle, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_commit_failure_aborts, setup, teardown),
+                cmocka_unit_test(test_stop_timeout),
+                cmocka_unit_test_setup_teardown(test_stop_timeout_off, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_join_during_suspend_vs_later, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pending_violation_and_leave, setup, teardown),
                 cmocka_unit_test(test_kill_after),
