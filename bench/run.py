@@ -86,9 +86,10 @@ class Bench:
             "mem": os.path.join(b, "bench", "bench-mem"),
             "limits": os.path.join(b, "bench", "bench-limits"),
             "mixed": os.path.join(b, "bench", "bench-mixed"),
+            "empty": os.path.join(b, "bench", "bench-empty.so"),
         }
         for k, p in self.bin.items():
-            if not os.access(p, os.X_OK):
+            if not os.access(p, os.R_OK if p.endswith(".so") else os.X_OK):
                 raise Fail("%s not found: build first (ninja -C %s)" % (p, args.build))
         self.root = tempfile.mkdtemp(prefix="dmtcp-bench-", dir=args.dir)
         self.run_dir = os.path.join(self.root, "run")
@@ -236,35 +237,45 @@ class Bench:
 
     # -- overheads -------------------------------------------------------------
 
-    def native_and_under(self, name, runs, measure):
-        """Medians of measure(prefix) run natively (prefix []) and under
-        dmtcp_launch, alternating, with a coordinator of their own."""
+    def native_and_under(self, name, runs, measure, control=False):
+        """measure(prefix, env) run natively, (control) natively with an
+        empty library preloaded, and under dmtcp_launch, in turn, runs
+        times, with a coordinator of their own. Returns the medians of each
+        ("native", "empty", "dmtcp") and the medians of each round's ratio
+        to its native run ("empty_ratio", "dmtcp_ratio"): rounds cancel
+        the machine's slow drifts, which medians of whole series do not."""
         ckpt = os.path.join(self.root, name)
         os.makedirs(ckpt, exist_ok=True)
         c = self.start_coordinator(ckpt)
         launch = [self.bin["launch"], "-j", "-h", "127.0.0.1", "-p", str(c.port), "--ckptdir", ckpt]
-        native, under = [], []
+        kinds = ("native", "empty", "dmtcp") if control else ("native", "dmtcp")
+        got = {k: [] for k in kinds}
         try:
             for _ in range(runs):
-                native.append(measure([]))
-                under.append(measure(launch))
+                got["native"].append(measure([], self.env))
+                if control:
+                    got["empty"].append(measure([], dict(self.env, LD_PRELOAD=self.bin["empty"])))
+                got["dmtcp"].append(measure(launch, self.env))
         finally:
             self.stop_coordinator(c)
-        return statistics.median(native), statistics.median(under)
+        res = {k: statistics.median(v) for k, v in got.items()}
+        for k in kinds[1:]:
+            res[k + "_ratio"] = statistics.median(x / n for x, n in zip(got[k], got["native"]))
+        return res
 
     def mixed_overhead(self, runs, iters):
-        def work_seconds(pre):
+        def work_seconds(pre, env):
             out = subprocess.run(pre + [self.bin["mixed"], "2", str(iters)], check=True,
-                                 capture_output=True, text=True, env=self.env).stdout
+                                 capture_output=True, text=True, env=env).stdout
             return float(out.split()[1])
-        return self.native_and_under("mixed", runs, work_seconds)
+        return self.native_and_under("mixed", runs, work_seconds, control=True)
 
     def launch_overhead(self, runs):
         true = shutil.which("true") or "/bin/true"
 
-        def wall_seconds(pre):
+        def wall_seconds(pre, env):
             t = time.monotonic()
-            subprocess.run(pre + [true], check=True, env=self.env)
+            subprocess.run(pre + [true], check=True, env=env)
             return time.monotonic() - t
         return self.native_and_under("launch", runs, wall_seconds)
 
@@ -308,11 +319,14 @@ def report(a, lim, dd, table, mixed, launch, lazy):
             mib, contents, ms(r["pause_s"]), ms(r["quiet_gap_s"]), ms(r["ckpt_s"]), r["ckpt_s"] / dd[mib],
             size_str(r["image_b"]), ms(r["restart_eager_s"]), ms(r["restart_lazy_s"]) if "restart_lazy_s" in r else "—"))
     L.append("")
-    n, u = mixed
     L.append("Run-time overhead, mixed workload (2 threads: malloc/free, open/close, read, getppid, a shared "
-             "mutex): native %s, under dmtcp %s, overhead %+.1f %%." % (ms(n), ms(u), (u / n - 1) * 100))
-    n, u = launch
-    L.append("Launch: `true` %s, `dmtcp_launch true` %s, overhead %s." % (ms(n), ms(u), ms(u - n)))
+             "mutex; the work's own time, medians): native %s, under dmtcp %s; median of the rounds' ratios "
+             "%+.1f %%. Control, an empty library preloaded: %s, %+.1f %% (the part any preloaded library "
+             "causes by shifting the memory layout, plus this machine's noise)." % (
+                 ms(mixed["native"]), ms(mixed["dmtcp"]), (mixed["dmtcp_ratio"] - 1) * 100, ms(mixed["empty"]),
+                 (mixed["empty_ratio"] - 1) * 100))
+    L.append("Launch: `true` %s, `dmtcp_launch true` %s, overhead %s." % (
+        ms(launch["native"]), ms(launch["dmtcp"]), ms(launch["dmtcp"] - launch["native"])))
     L.append("")
 
     def get(mib, contents, key):
@@ -352,10 +366,11 @@ def report(a, lim, dd, table, mixed, launch, lazy):
         rows.append(("1 MiB process: checkpoint / restart / image", "≤ 50 ms / ≤ 50 ms / ≤ 2 MiB",
                      "%s / %s / %s" % (ms(r["ckpt_s"]), ms(r["restart_eager_s"]), size_str(r["image_b"])),
                      r["ckpt_s"] <= 0.05 and r["restart_eager_s"] <= 0.05 and r["image_b"] <= 2 << 20))
-    n, u = mixed
-    rows.append(("run-time overhead, mixed workload", "≤ 1 %", "%+.1f %%" % ((u / n - 1) * 100), u / n - 1 <= 0.01))
-    n, u = launch
-    rows.append(("launch overhead", "≤ 5 ms", ms(u - n), u - n <= 0.005))
+    over = mixed["dmtcp_ratio"] - 1
+    rows.append(("run-time overhead, mixed workload", "≤ 1 %", "%+.1f %% (control %+.1f %%)" % (
+        over * 100, (mixed["empty_ratio"] - 1) * 100), over <= 0.01))
+    lo = launch["dmtcp"] - launch["native"]
+    rows.append(("launch overhead", "≤ 5 ms", ms(lo), lo <= 0.005))
     L.append("| target | goal | measured | |")
     L.append("|---|---|---|---|")
     for name, goal, got, ok in rows:
@@ -407,7 +422,7 @@ def main():
                     log("%d MiB %s run %d: %s" % (mib, contents, i + 1,
                                                   ", ".join("%s %.4f" % kv for kv in sorted(runs[-1].items()))))
                 table[(mib, contents)] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        mixed = b.mixed_overhead(3 if a.smoke else max(9, a.runs), 20000 if a.smoke else 1000000)
+        mixed = b.mixed_overhead(3 if a.smoke else max(15, a.runs), 20000 if a.smoke else 1000000)
         launch = b.launch_overhead(3 if a.smoke else 20)
     except Fail as e:
         print("bench: FAILED: %s" % e, file=sys.stderr)
