@@ -215,13 +215,16 @@ static int (*real_madvise)(void *, size_t, int);
 struct start_args {
         void *(*fn)(void *);
         void *arg;
+        int app_blocked;
 };
 
 /* New threads can always be stopped, even when created with a signal mask
- * (pthread_attr_setsigmask_np) that blocks the checkpoint signal. */
+ * (pthread_attr_setsigmask_np) that blocks the checkpoint signal; the
+ * program's view of that signal is its creator's, as the mask would be. */
 static void *thread_start(void *p) {
         struct start_args a = *(struct start_args *) p;
         free(p);
+        rt_sig_set_app_blocked(a.app_blocked);
         uint64_t unblock = 1ULL << (rt.cfg.sigckpt - 1);
         raw_syscall4(SYS_rt_sigprocmask, SIG_UNBLOCK, (long) &unblock, 0, 8);
         return a.fn(a.arg);
@@ -235,7 +238,16 @@ _public_ int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*f
                 return real_pthread_create(th, attr, fn, arg);
         a->fn = fn;
         a->arg = arg;
+        a->app_blocked = rt_sig_app_blocked();
+        sigset_t set;
+        if (attr && pthread_attr_getsigmask_np(attr, &set) == 0)
+                a->app_blocked = sigismember(&set, rt.cfg.sigckpt);
+        /* The new thread starts with the signal blocked for real, so that
+         * none arrives before it knows whether the program blocks it. */
+        uint64_t block = 1ULL << (rt.cfg.sigckpt - 1), old;
+        raw_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, (long) &block, (long) &old, 8);
         int r = real_pthread_create(th, attr, thread_start, a);
+        raw_syscall4(SYS_rt_sigprocmask, SIG_SETMASK, (long) &old, 0, 8);
         if (r != 0)
                 free(a);
         return r;

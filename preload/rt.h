@@ -231,9 +231,20 @@ void rt_requeue(pid_t tid, const struct rt_pending *p, uint32_t n);
 void rt_signals_init(void);
 void rt_deliver_app_signal(int sig, siginfo_t *si, void *uc);
 /* The checkpoint's own signal to a thread, tagged so that the handler tells
- * it from the program's signal of the same number. */
+ * it from the program's signal of the same number; and the runtime's wake-up
+ * of a thread in sigwait() (signals.c), tagged too. */
+enum rt_sig_tag { RT_SIG_PROGRAM, RT_SIG_CKPT, RT_SIG_WAKE };
+/* The program's view of the checkpoint signal in this thread (blocked or
+ * not), which a new thread inherits as it would the mask. */
+int rt_sig_app_blocked(void);
+void rt_sig_set_app_blocked(int blocked);
 long rt_send_ckpt_signal(pid_t tid);
-bool rt_is_ckpt_siginfo(const siginfo_t *si);
+enum rt_sig_tag rt_sig_tag(const siginfo_t *si);
+/* threads.c: the checkpoint signal's handler, also called by a sigwait()
+ * that took the checkpoint's signal instead of its handler. */
+void rt_sigckpt_handler(int sig, siginfo_t *si, void *uc);
+/* Has the checkpoint signalled this thread and not yet seen it stop? */
+bool rt_thread_ckpt_requested(void);
 int rt_signals_capture(char *err, size_t errsize);
 int rt_signals_restore(void);
 void rt_signals_rearm_timers(void);

@@ -24,8 +24,6 @@ int (*rt_real_sigaction)(int, const struct sigaction *, struct sigaction *);
 static int (*real_sigprocmask)(int, const sigset_t *, sigset_t *);
 static int (*real_pthread_sigmask)(int, const sigset_t *, sigset_t *);
 static int (*real_sigsuspend)(const sigset_t *);
-static int (*real_sigwait)(const sigset_t *, int *);
-static int (*real_sigwaitinfo)(const sigset_t *, siginfo_t *);
 static int (*real_sigtimedwait)(const sigset_t *, siginfo_t *, const struct timespec *);
 static int (*real_pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
 static int (*real_ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
@@ -35,12 +33,28 @@ static int (*real_epoll_pwait2)(int, struct epoll_event *, int, const struct tim
 /* The program's view of the checkpoint signal in this thread: blocked or not.
  * initial-exec TLS: the runtime is loaded at start-up, so its TLS is static. */
 static __thread int app_blocked __attribute__((tls_model("initial-exec")));
-/* A signal of that number that arrived while the program blocked it:
- * delivered, siginfo and all, when a thread of the program unblocks it. One
- * at most, as the kernel keeps one of a standard signal. States: */
+/* A signal of that number that arrived while the program blocked it,
+ * delivered, siginfo and all, when the program unblocks it or waits for it.
+ * One at most, as the kernel keeps one of a standard signal; like the
+ * kernel's, one sent to a thread is that thread's, any other the process's,
+ * for whichever thread comes first. Sent to a thread means SI_TKILL here
+ * (raise, tgkill); a kernel that reports another thread's tgkill as SI_USER
+ * makes that one the process's. */
 enum { AP_NONE, AP_FILLING, AP_FULL, AP_TAKING };
-static _Atomic int app_pending;
-static siginfo_t app_pending_info;
+struct app_pending {
+        _Atomic int state;
+        siginfo_t info;
+};
+static struct app_pending proc_pending;
+static __thread struct app_pending thread_pending __attribute__((tls_model("initial-exec")));
+
+int rt_sig_app_blocked(void) {
+        return app_blocked;
+}
+
+void rt_sig_set_app_blocked(int blocked) {
+        app_blocked = blocked;
+}
 
 #define RESOLVE(var, name) \
         do { var = (__typeof__(var)) dlsym(RTLD_NEXT, name); } while (0)
@@ -50,8 +64,6 @@ void rt_signals_init(void) {
         RESOLVE(real_sigprocmask, "sigprocmask");
         RESOLVE(real_pthread_sigmask, "pthread_sigmask");
         RESOLVE(real_sigsuspend, "sigsuspend");
-        RESOLVE(real_sigwait, "sigwait");
-        RESOLVE(real_sigwaitinfo, "sigwaitinfo");
         RESOLVE(real_sigtimedwait, "sigtimedwait");
         RESOLVE(real_pselect, "pselect");
         RESOLVE(real_ppoll, "ppoll");
@@ -73,24 +85,51 @@ static const sigset_t *strip(const sigset_t *set, sigset_t *buf) {
         return buf;
 }
 
-/* The tag of the checkpoint's signal: SI_QUEUE with this object's address
- * as its value, sent by this process. The program's signals of the same
- * number (raise, kill, sigqueue from elsewhere) never carry it. */
-static const char ckpt_tag;
+/* The tags of the runtime's own signals of that number: SI_QUEUE with the
+ * address of one of these objects as its value, sent by this process. The
+ * program's signals (raise, kill, sigqueue from elsewhere) never carry them. */
+static const char ckpt_tag, wake_tag;
 
-long rt_send_ckpt_signal(pid_t tid) {
+static void fill_tagged(siginfo_t *si, const char *tag) {
+        memset(si, 0, sizeof *si);
+        si->si_signo = rt.cfg.sigckpt;
+        si->si_code = SI_QUEUE;
+        si->si_pid = rt.pid;
+        si->si_uid = (uid_t) raw_syscall0(SYS_getuid);
+        si->si_value.sival_ptr = (void *) tag;
+}
+
+static long send_tagged(pid_t tid, const char *tag) {
         siginfo_t si;
-        memset(&si, 0, sizeof si);
-        si.si_signo = rt.cfg.sigckpt;
-        si.si_code = SI_QUEUE;
-        si.si_pid = rt.pid;
-        si.si_uid = (uid_t) raw_syscall0(SYS_getuid);
-        si.si_value.sival_ptr = (void *) &ckpt_tag;
+        fill_tagged(&si, tag);
         return raw_syscall4(SYS_rt_tgsigqueueinfo, rt.pid, tid, rt.cfg.sigckpt, (long) &si);
 }
 
-bool rt_is_ckpt_siginfo(const siginfo_t *si) {
-        return si && si->si_code == SI_QUEUE && si->si_pid == rt.pid && si->si_value.sival_ptr == (void *) &ckpt_tag;
+long rt_send_ckpt_signal(pid_t tid) {
+        return send_tagged(tid, &ckpt_tag);
+}
+
+enum rt_sig_tag rt_sig_tag(const siginfo_t *si) {
+        if (!si || si->si_code != SI_QUEUE || si->si_pid != rt.pid)
+                return RT_SIG_PROGRAM;
+        if (si->si_value.sival_ptr == (void *) &ckpt_tag)
+                return RT_SIG_CKPT;
+        return si->si_value.sival_ptr == (void *) &wake_tag ? RT_SIG_WAKE : RT_SIG_PROGRAM;
+}
+
+/* Threads of the program in sigwait() and the like for the checkpoint
+ * signal's number. A signal of that number that another thread's handler
+ * keeps pending wakes them (they take it from there). */
+#define MAX_SIGWAITERS 32
+static _Atomic pid_t sigwaiters[MAX_SIGWAITERS];
+
+static void wake_sigwaiters(void) {
+        const pid_t self = (pid_t) raw_gettid();
+        for (size_t i = 0; i < MAX_SIGWAITERS; i++) {
+                pid_t t = atomic_load(&sigwaiters[i]);
+                if (t && t != self)
+                        send_tagged(t, &wake_tag);
+        }
 }
 
 /* Default action of a signal: does it terminate the process? */
@@ -98,24 +137,32 @@ static bool default_terminates(int sig) {
         return sig != SIGCHLD && sig != SIGCONT && sig != SIGURG && sig != SIGWINCH;
 }
 
-/* Take the pending signal's siginfo, if there is one. */
-static bool take_pending(siginfo_t *out) {
+static bool take_from(struct app_pending *p, siginfo_t *out) {
         int e = AP_FULL;
-        if (!atomic_compare_exchange_strong(&app_pending, &e, AP_TAKING))
+        if (!atomic_compare_exchange_strong(&p->state, &e, AP_TAKING))
                 return false;
-        *out = app_pending_info;
-        atomic_store(&app_pending, AP_NONE);
+        *out = p->info;
+        atomic_store(&p->state, AP_NONE);
         return true;
+}
+
+/* Take a pending signal's siginfo, this thread's first, as the kernel does. */
+static bool take_pending(siginfo_t *out) {
+        return take_from(&thread_pending, out) || take_from(&proc_pending, out);
 }
 
 void rt_deliver_app_signal(int sig, siginfo_t *si, void *uc) {
         siginfo_t next;
         for (;;) {
                 if (app_blocked) {
+                        const bool own = si->si_code == SI_TKILL;
+                        struct app_pending *p = own ? &thread_pending : &proc_pending;
                         int e = AP_NONE;
-                        if (atomic_compare_exchange_strong(&app_pending, &e, AP_FILLING)) {
-                                app_pending_info = *si;
-                                atomic_store(&app_pending, AP_FULL);
+                        if (atomic_compare_exchange_strong(&p->state, &e, AP_FILLING)) {
+                                p->info = *si;
+                                atomic_store(&p->state, AP_FULL);
+                                if (!own)
+                                        wake_sigwaiters();
                         }
                         return;
                 }
@@ -283,44 +330,180 @@ _public_ int raise(int sig) {
         return 0;
 }
 
+/* A call that replaces the signal mask while it waits (sigsuspend, pselect,
+ * ppoll, epoll_pwait*): the program's view of the checkpoint signal follows
+ * that mask meanwhile. One pending that the mask unblocks is delivered at
+ * once, and the call fails with EINTR, as the kernel's would. */
+static bool mask_call_begin(const sigset_t *mask, int *was) {
+        *was = app_blocked;
+        if (!mask || !rt.initialized)
+                return false;
+        app_blocked = sigismember(mask, rt.cfg.sigckpt);
+        if (!deliver_pending_if_unblocked())
+                return false;
+        app_blocked = *was;
+        errno = EINTR;
+        return true;
+}
+
+static void mask_call_end(int was) {
+        int e = errno;
+        app_blocked = was;
+        errno = e;
+}
+
 _public_ int sigsuspend(const sigset_t *mask) {
         sigset_t buf;
-        return real_sigsuspend(strip(mask, &buf));
+        int was;
+        if (mask_call_begin(mask, &was))
+                return -1;
+        int r = real_sigsuspend(strip(mask, &buf));
+        mask_call_end(was);
+        return r;
+}
+
+static int64_t mono_ns(void) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (int64_t) t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* The checkpoint's signal, dequeued by a wait (or merged into another of
+ * its number that the wait dequeued): stop as the handler would have,
+ * every signal blocked. */
+static __attribute__((noinline)) void ckpt_signal_taken(int sig) {
+        siginfo_t si;
+        fill_tagged(&si, &ckpt_tag);
+        sigset_t all, cur;
+        sigfillset(&all);
+        real_pthread_sigmask(SIG_SETMASK, &all, &cur);
+        ucontext_t uc;
+        getcontext(&uc);
+        uc.uc_sigmask = cur;
+        rt_sigckpt_handler(sig, &si, &uc);
+        real_pthread_sigmask(SIG_SETMASK, &cur, NULL);
+}
+
+/* sigwaitinfo/sigtimedwait (ts NULL: no limit) for a set. A set with the
+ * checkpoint signal's number waits for it for real, that signal blocked in
+ * this thread meanwhile so that nothing of that number is lost between the
+ * look at the pending one and the wait: the program's own signal is
+ * returned; a checkpoint's signal, taken by the wait instead of the
+ * handler, stops the thread here as the handler would (so does any signal
+ * of that number while the checkpoint waits for this thread: the
+ * checkpoint's may have merged into it); a wake-up means another thread's
+ * handler kept the program's signal pending: take it. */
+static int wait_common(const sigset_t *set, siginfo_t *info, const struct timespec *ts) {
+        sigset_t buf;
+        if (!rt.initialized || !set || !sigismember(set, rt.cfg.sigckpt))
+                return real_sigtimedwait(strip(set, &buf), info, ts);
+        const int ck = rt.cfg.sigckpt;
+        sigset_t one, old;
+        sigemptyset(&one);
+        sigaddset(&one, ck);
+        real_pthread_sigmask(SIG_BLOCK, &one, &old);
+        const pid_t self = (pid_t) raw_gettid();
+        size_t slot = MAX_SIGWAITERS;
+        for (size_t i = 0; i < MAX_SIGWAITERS && slot == MAX_SIGWAITERS; i++) {
+                pid_t z = 0;
+                if (atomic_compare_exchange_strong(&sigwaiters[i], &z, self))
+                        slot = i;
+        }
+        const int64_t end = ts ? mono_ns() + (int64_t) ts->tv_sec * 1000000000LL + ts->tv_nsec : 0;
+        siginfo_t si;
+        int r;
+        for (;;) {
+                if (take_pending(&si)) {
+                        r = ck;
+                        break;
+                }
+                struct timespec left, *lp = NULL;
+                if (ts) {
+                        int64_t d = end - mono_ns();
+                        if (d < 0)
+                                d = 0;
+                        left = (struct timespec) { .tv_sec = d / 1000000000LL, .tv_nsec = d % 1000000000LL };
+                        lp = &left;
+                }
+                r = real_sigtimedwait(set, &si, lp);
+                if (r != ck)
+                        break;
+                enum rt_sig_tag tag = rt_sig_tag(&si);
+                if (tag == RT_SIG_CKPT || rt_thread_ckpt_requested())
+                        ckpt_signal_taken(ck);
+                if (tag == RT_SIG_PROGRAM)
+                        break;
+        }
+        int e = errno;
+        if (slot < MAX_SIGWAITERS)
+                atomic_store(&sigwaiters[slot], 0);
+        real_pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r > 0 && info) {
+                /* As glibc's sigtimedwait reports tgkill's signals. */
+                if (si.si_code == SI_TKILL)
+                        si.si_code = SI_USER;
+                *info = si;
+        }
+        errno = e;
+        return r;
 }
 
 _public_ int sigwait(const sigset_t *set, int *sig) {
-        sigset_t buf;
-        return real_sigwait(strip(set, &buf), sig);
+        int r;
+        while ((r = wait_common(set, NULL, NULL)) < 0 && errno == EINTR)
+                ;
+        if (r < 0)
+                return errno;
+        *sig = r;
+        return 0;
 }
 
 _public_ int sigwaitinfo(const sigset_t *set, siginfo_t *info) {
-        sigset_t buf;
-        return real_sigwaitinfo(strip(set, &buf), info);
+        return wait_common(set, info, NULL);
 }
 
 _public_ int sigtimedwait(const sigset_t *set, siginfo_t *info, const struct timespec *ts) {
-        sigset_t buf;
-        return real_sigtimedwait(strip(set, &buf), info, ts);
+        return wait_common(set, info, ts);
 }
 
 _public_ int pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct timespec *ts, const sigset_t *mask) {
         sigset_t buf;
-        return real_pselect(n, r, w, e, ts, strip(mask, &buf));
+        int was;
+        if (mask_call_begin(mask, &was))
+                return -1;
+        int k = real_pselect(n, r, w, e, ts, strip(mask, &buf));
+        mask_call_end(was);
+        return k;
 }
 
 _public_ int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask) {
         sigset_t buf;
-        return real_ppoll(fds, n, ts, strip(mask, &buf));
+        int was;
+        if (mask_call_begin(mask, &was))
+                return -1;
+        int k = real_ppoll(fds, n, ts, strip(mask, &buf));
+        mask_call_end(was);
+        return k;
 }
 
 _public_ int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask) {
         sigset_t buf;
-        return real_epoll_pwait(epfd, ev, max, timeout, strip(mask, &buf));
+        int was;
+        if (mask_call_begin(mask, &was))
+                return -1;
+        int k = real_epoll_pwait(epfd, ev, max, timeout, strip(mask, &buf));
+        mask_call_end(was);
+        return k;
 }
 
 _public_ int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *ts, const sigset_t *mask) {
         sigset_t buf;
-        return real_epoll_pwait2(epfd, ev, max, ts, strip(mask, &buf));
+        int was;
+        if (mask_call_begin(mask, &was))
+                return -1;
+        int k = real_epoll_pwait2(epfd, ev, max, ts, strip(mask, &buf));
+        mask_call_end(was);
+        return k;
 }
 
 /* --- capture and restore ------------------------------------------------ */

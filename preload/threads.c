@@ -172,17 +172,24 @@ void rt_requeue(pid_t tid, const struct rt_pending *p, uint32_t n) {
         }
 }
 
-static void rt_sigckpt_handler(int sig, siginfo_t *si, void *ucv) {
+bool rt_thread_ckpt_requested(void) {
+        struct rt_thread *t = rt_thread_slot((pid_t) raw_gettid(), false);
+        return t && atomic_load(&t->state) == RT_TS_SIGNALED;
+}
+
+void rt_sigckpt_handler(int sig, siginfo_t *si, void *ucv) {
         int saved_errno = errno;
         struct rt_thread *t = rt_thread_slot((pid_t) raw_gettid(), false);
         uint32_t expect = RT_TS_SIGNALED;
-        /* The checkpoint's signal and the program's, both pending at once,
-         * are delivered once with the siginfo of the first. So the program's
-         * signal to a thread the checkpoint is stopping also stops it, and is
-         * then delivered; the checkpoint's own signal, if it comes after, is
-         * dropped. Still lost: a signal from another thread or process that comes
+        /* Signals of one standard number pending at once are delivered once,
+         * with the siginfo of the first. So any of them (the program's, or
+         * the runtime's wake-up of a sigwait) reaching a thread the
+         * checkpoint is stopping stops it, and the program's is then
+         * delivered; the checkpoint's own, if it comes after, is dropped.
+         * Still lost: a signal from another thread or process that comes
          * second (raise() never reaches the kernel: signals.c). */
-        const bool ours = rt_is_ckpt_siginfo(si);
+        const enum rt_sig_tag tag = rt_sig_tag(si);
+        const bool ours = tag != RT_SIG_PROGRAM;
         if (!t || !atomic_compare_exchange_strong(&t->state, &expect, RT_TS_STOPPING)) {
                 if (!ours)
                         rt_deliver_app_signal(sig, si, ucv);

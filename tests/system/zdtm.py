@@ -839,6 +839,8 @@ SPECS = {
     "signals": lambda t: Spec(program(t, "signals", "itimer"), first_progress=20, progress=250),
     "signals_alarm": lambda t: Spec(program(t, "signals", "alarm"), first_progress=20, progress=450),
     "signals_pending": lambda t: Spec(program(t, "signals", "pending"), progress=20),
+    # SIGUSR2 taken by sigwaitinfo()/sigtimedwait() in a thread of the program.
+    "sigwait": lambda t: Spec(program(t, "sigwait"), progress=100),
     # A real-time checkpoint signal; SIGUSR2 is then the program's alone.
     "signals_rtckpt": lambda t: Spec(program(t, "signals", "itimer"), first_progress=20, progress=250,
                                      launch_args=["--ckpt-signal", "40"]),
