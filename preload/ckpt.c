@@ -224,7 +224,7 @@ static void abandon(struct ckpt_run *c, int phase, int r, const char *what) {
 static void collect_threads(struct img_thread **out, uint32_t *n_out) {
         uint32_t n = 1;
         for (uint32_t i = 0; i < rt.n_threads; i++)
-                if (atomic_load(&rt.threads[i].state) == RT_TS_SUSPENDED)
+                if (atomic_load(&rt_threads[i].state) == RT_TS_SUSPENDED)
                         n++;
         struct img_thread *t = rt_alloc(RT_ARENA_SCRATCH, n * sizeof *t);
         uint32_t k = 0;
@@ -234,7 +234,7 @@ static void collect_threads(struct img_thread **out, uint32_t *n_out) {
                 return;
         }
         for (uint32_t i = 0; i < rt.n_threads; i++) {
-                struct rt_thread *th = &rt.threads[i];
+                struct rt_thread *th = &rt_threads[i];
                 if (atomic_load(&th->state) != RT_TS_SUSPENDED)
                         continue;
                 th->info.ctx_addr = (uint64_t) &th->ctx;

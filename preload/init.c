@@ -14,6 +14,7 @@
 #include "util.h"
 
 struct rt_state rt = { .coord_fd = -1 };
+struct rt_thread rt_threads[RT_MAX_THREADS];
 struct rst_incoming *volatile rt_incoming;
 uint64_t rt_trace_t0;
 

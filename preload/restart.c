@@ -155,7 +155,7 @@ void rt_restart_main(const struct proto_ckpt_begin *begin) {
          * thread counts itself when it is back in the checkpoint handler. */
         uint32_t expect = 0;
         for (uint32_t i = 0; i < rt.n_threads; i++)
-                if (atomic_load(&rt.threads[i].state) == RT_TS_SUSPENDED)
+                if (atomic_load(&rt_threads[i].state) == RT_TS_SUSPENDED)
                         expect++;
         uint64_t t_wait = now_usec(CLOCK_MONOTONIC);
         for (;;) {

@@ -97,8 +97,7 @@ struct rt_state {
         _Atomic uint32_t crit;          /* futex: threads in the exec critical section */
         _Atomic uint32_t app_crit;      /* futex: threads between dmtcp_disable_ckpt and _enable_ckpt */
         _Atomic uint32_t exec_pending;  /* an exec is announced: do not join the coordinator now */
-        struct rt_thread threads[RT_MAX_THREADS];
-        uint32_t n_threads;             /* high-water mark in threads[] */
+        uint32_t n_threads;             /* high-water mark in rt_threads[] */
         uint32_t scan_seq;
         struct rt_external_fd external[RT_MAX_EXTERNAL_FDS];
         uint32_t n_external;
@@ -195,6 +194,9 @@ struct rt_capture {
 };
 
 extern struct rt_state rt;
+/* Out of rt, which has an initialiser: in rt, its 18 MiB of zeros were in
+ * the library's file (.data). */
+extern struct rt_thread rt_threads[RT_MAX_THREADS];
 extern struct rt_capture *rt_cap;
 extern struct rst_incoming *volatile rt_incoming;
 

@@ -39,7 +39,7 @@
 struct rt_thread *rt_thread_slot(pid_t tid, bool create) {
         struct rt_thread *free_slot = NULL;
         for (uint32_t i = 0; i < rt.n_threads; i++) {
-                struct rt_thread *t = &rt.threads[i];
+                struct rt_thread *t = &rt_threads[i];
                 uint32_t st = atomic_load(&t->state);
                 if (st != RT_TS_FREE && t->tid == (uint32_t) tid)
                         return t;
@@ -51,7 +51,7 @@ struct rt_thread *rt_thread_slot(pid_t tid, bool create) {
         if (!free_slot) {
                 if (rt.n_threads >= RT_MAX_THREADS)
                         return NULL;
-                free_slot = &rt.threads[rt.n_threads++];
+                free_slot = &rt_threads[rt.n_threads++];
         }
         memset(free_slot, 0, sizeof *free_slot);
         free_slot->tid = (uint32_t) tid;
@@ -61,7 +61,7 @@ struct rt_thread *rt_thread_slot(pid_t tid, bool create) {
 
 void rt_threads_forget_all(void) {
         for (uint32_t i = 0; i < rt.n_threads; i++)
-                atomic_store(&rt.threads[i].state, RT_TS_FREE);
+                atomic_store(&rt_threads[i].state, RT_TS_FREE);
         rt.n_threads = 0;
 }
 
@@ -356,7 +356,7 @@ int rt_threads_suspend(char *err, size_t errsize) {
                 }
                 /* Slots not seen in this scan belong to threads that exited. */
                 for (uint32_t i = 0; i < rt.n_threads; i++) {
-                        struct rt_thread *t = &rt.threads[i];
+                        struct rt_thread *t = &rt_threads[i];
                         uint32_t st = atomic_load(&t->state);
                         if (st != RT_TS_FREE && t->scan != rt.scan_seq && st != RT_TS_SUSPENDED)
                                 atomic_store(&t->state, RT_TS_FREE);
@@ -366,7 +366,7 @@ int rt_threads_suspend(char *err, size_t errsize) {
                         uint32_t waiting = 0;
                         pid_t stuck = 0;
                         for (uint32_t i = 0; i < rt.n_threads; i++) {
-                                struct rt_thread *t = &rt.threads[i];
+                                struct rt_thread *t = &rt_threads[i];
                                 uint32_t st = atomic_load(&t->state);
                                 if (st != RT_TS_SIGNALED && st != RT_TS_STOPPING)
                                         continue;
