@@ -172,6 +172,13 @@ static const struct crc_entry *crc_lookup(const struct stat *st) {
         return NULL;
 }
 
+/* The read buffer of file_crc, shared by the files of one rt_mem_presuspend:
+ * the first touch of each page of fresh memory is dear (about 10 us on some
+ * virtual machines), so a buffer per file made the checksums of a fresh
+ * process's libraries take 10 ms. */
+#define CRC_BUF (128u << 10)
+static uint8_t *crc_buf;
+
 static int file_crc(const char *path, const struct stat *st, uint32_t *crc) {
         const struct crc_entry *e = crc_lookup(st);
         if (e) {
@@ -181,18 +188,18 @@ static int file_crc(const char *path, const struct stat *st, uint32_t *crc) {
         int fd = rt_open_quietly(path, O_RDONLY);
         if (fd < 0)
                 return fd;
-        size_t bufsize = 1 << 20;
-        uint8_t *buf = rt_map_scratch(bufsize);
+        uint8_t *buf = crc_buf ? crc_buf : rt_map_scratch(CRC_BUF);
         if (!buf) {
                 raw_syscall1(SYS_close, fd);
                 return -ENOMEM;
         }
         uint32_t c = 0;
         long n;
-        while ((n = raw_syscall3(SYS_read, fd, (long) buf, (long) bufsize)) > 0)
+        while ((n = raw_syscall3(SYS_read, fd, (long) buf, CRC_BUF)) > 0)
                 c = img_crc32(c, buf, (size_t) n);
         raw_syscall1(SYS_close, fd);
-        rt_unmap_scratch(buf, bufsize);
+        if (buf != crc_buf)
+                rt_unmap_scratch(buf, CRC_BUF);
         if (n < 0)
                 return (int) n;
         *crc = (uint32_t) c;
@@ -267,6 +274,7 @@ int rt_mem_presuspend(void) {
         char *buf = read_proc("/proc/self/maps", &len);
         if (!buf)
                 return -ENOMEM;
+        crc_buf = rt_map_scratch(CRC_BUF);
         for (char *line = buf; line && *line;) {
                 char *nl = strchr(line, '\n');
                 if (nl)
@@ -279,6 +287,9 @@ int rt_mem_presuspend(void) {
                         (void) file_crc(m.name, &st, &crc);
                 line = nl ? nl + 1 : NULL;
         }
+        if (crc_buf)
+                rt_unmap_scratch(crc_buf, CRC_BUF);
+        crc_buf = NULL;
         return 0;
 }
 
