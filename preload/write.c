@@ -78,6 +78,7 @@ struct wr_slot {
         uint8_t *out;
         size_t out_cap, out_used;
         uint8_t *mem;                   /* WINDOW bytes: the item's memory read through mem_fd */
+        size_t mem_ready;               /* how much of mem is populated */
 };
 
 struct wr_worker {
@@ -264,6 +265,14 @@ static const uint8_t *read_item(const struct wr_ctx *w, const struct rt_region *
         size_t len = (size_t) (it->end - it->start);
         if (w->mem_fd < 0 || !s->mem || rg->copy || need_pagemap || len > WINDOW)
                 return NULL;
+        if (s->mem_ready < len) {
+                /* Faulting in a whole range at once costs a fraction of
+                 * faulting it page by page in the read. Only as much as the
+                 * items have needed: a small image needs little. */
+                raw_syscall3(SYS_madvise, (long) (s->mem + s->mem_ready), (long) (len - s->mem_ready),
+                             MADV_POPULATE_WRITE);
+                s->mem_ready = len;
+        }
         long n = raw_syscall4(SYS_pread64, w->mem_fd, (long) s->mem, (long) len, (long) it->start);
         return n == (long) len ? s->mem : NULL;
 }
@@ -843,11 +852,8 @@ static int setup_workers(struct wr_ctx *w, struct wr_worker **out, unsigned *n_o
                                 return -ENOMEM;
                         w->slots[i].out_cap = out_cap;
                 }
-                if (w->mem_fd >= 0) {
+                if (w->mem_fd >= 0)
                         w->slots[i].mem = rt_map_scratch(WINDOW);
-                        if (w->slots[i].mem)
-                                raw_syscall3(SYS_madvise, (long) w->slots[i].mem, WINDOW, MADV_POPULATE_WRITE);
-                }
         }
         if (w->req->gzip)
                 libdeflate_set_memory_allocator(wr_deflate_alloc, wr_deflate_free);
