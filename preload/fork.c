@@ -39,6 +39,7 @@ void rt_atfork_child(void) {
         rt.pid = (pid_t) raw_getpid();
         rt.ckpt_tid = 0;
         rt_threads_forget_all();
+        rt_signals_atfork_child();
         atomic_store(&rt.n_suspended, 0);
         rt_new_upid();
         int r = rt_ckpt_thread_start();

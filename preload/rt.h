@@ -240,6 +240,8 @@ enum rt_sig_tag { RT_SIG_PROGRAM, RT_SIG_CKPT, RT_SIG_WAKE };
  * not), which a new thread inherits as it would the mask. */
 int rt_sig_app_blocked(void);
 void rt_sig_set_app_blocked(int blocked);
+/* A fork's child starts with no pending signal and no thread in sigwait. */
+void rt_signals_atfork_child(void);
 long rt_send_ckpt_signal(pid_t tid);
 enum rt_sig_tag rt_sig_tag(const siginfo_t *si);
 /* threads.c: the checkpoint signal's handler, also called by a sigwait()

@@ -123,6 +123,13 @@ enum rt_sig_tag rt_sig_tag(const siginfo_t *si) {
 #define MAX_SIGWAITERS 32
 static _Atomic pid_t sigwaiters[MAX_SIGWAITERS];
 
+void rt_signals_atfork_child(void) {
+        atomic_store(&proc_pending.state, AP_NONE);
+        atomic_store(&thread_pending.state, AP_NONE);
+        for (size_t i = 0; i < MAX_SIGWAITERS; i++)
+                atomic_store(&sigwaiters[i], 0);
+}
+
 static void wake_sigwaiters(void) {
         const pid_t self = (pid_t) raw_gettid();
         for (size_t i = 0; i < MAX_SIGWAITERS; i++) {

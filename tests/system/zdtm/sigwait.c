@@ -14,7 +14,9 @@
  * checkpoint, never return it to the program.
  *
  * Every 50 steps, also: a SIGUSR2 raised while blocked runs the handler in
- * the sigsuspend() whose mask lets it through. */
+ * the sigsuspend() whose mask lets it through; and one pending in main is
+ * not pending in a child forked meanwhile (a fork's child starts with none),
+ * while main still takes it. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "zdtmtst.h"
@@ -127,6 +130,21 @@ int main(int argc, char **argv) {
                         int r = sigsuspend(&none);
                         check(r == -1 && errno == EINTR, "sigsuspend returned %d", r);
                         check(handled == h + 1, "sigsuspend did not run the handler of the pending SIGUSR2");
+
+                        raise(SIGUSR2);
+                        pid_t child = fork();
+                        check(child >= 0, "fork");
+                        if (child == 0) {
+                                struct timespec zero = { 0, 0 };
+                                siginfo_t si;
+                                _exit(sigtimedwait(&usr2, &si, &zero) == -1 && errno == EAGAIN ? 0 : 1);
+                        }
+                        int st;
+                        check(waitpid(child, &st, 0) == child, "waitpid");
+                        check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a forked child inherited the pending SIGUSR2");
+                        struct timespec ts = { 10, 0 };
+                        siginfo_t si;
+                        check(sigtimedwait(&usr2, &si, &ts) == SIGUSR2, "main lost its pending SIGUSR2 in a fork");
                 }
                 test_heartbeat();
                 test_msleep(1);
