@@ -186,14 +186,19 @@ static void exec_leave(bool entered) {
         rt_crit_leave(&rt.crit);
 }
 
+/* The program's view of the checkpoint signal goes to the new image (or,
+ * for posix_spawn, the child) as the real mask and pending signals. */
 #define WITH_ENV(env, announce, body)                                           \
         do {                                                                    \
                 char *ptrs_[env_count(env) + 16];                               \
                 struct env_strings strs_;                                       \
                 bool entered_ = exec_enter(announce);                           \
                 char *const *new_env = rt.initialized ? build_env(env, ptrs_, &strs_) : (env); \
+                uint64_t mask_ = entered_ ? rt_signals_before_exec(announce) : 0; \
                 body;                                                           \
                 int saved_ = errno;                                             \
+                if (entered_)                                                   \
+                        rt_signals_after_exec(mask_);                           \
                 exec_leave(entered_);                                           \
                 errno = saved_;                                                 \
         } while (0)

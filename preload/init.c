@@ -313,6 +313,9 @@ __attribute__((constructor(101))) static void rt_init(void) {
                 _exit(fail);
         }
         rt.initialized = true;
+        /* Blocked by whoever exec'd us (or our own image before its exec):
+         * the program's; the checkpoint must be able to stop this thread. */
+        rt_signals_adopt_mask();
         pthread_atfork(rt_fork_lock, rt_fork_unlock, atfork_child);
         r = rt_ckpt_thread_start();
         if (r < 0) {

@@ -242,6 +242,14 @@ int rt_sig_app_blocked(void);
 void rt_sig_set_app_blocked(int blocked);
 /* A fork's child starts with no pending signal and no thread in sigwait. */
 void rt_signals_atfork_child(void);
+/* The kernel keeps the mask across an exec, and pending signals too: the
+ * program's view of the checkpoint signal is made real for the exec (its
+ * pending ones queued for real if requeue), and virtual again by the new
+ * image's runtime at start (rt_signals_adopt_mask). Returns the real mask
+ * to put back when the exec failed or, for posix_spawn, is done. */
+uint64_t rt_signals_before_exec(bool requeue);
+void rt_signals_after_exec(uint64_t mask);
+void rt_signals_adopt_mask(void);
 long rt_send_ckpt_signal(pid_t tid);
 enum rt_sig_tag rt_sig_tag(const siginfo_t *si);
 /* threads.c: the checkpoint signal's handler, also called by a sigwait()

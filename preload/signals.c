@@ -4,7 +4,8 @@
  * timers, POSIX timers, pending signals) is captured and restored.
  *
  * Wrapped: sigaction, signal, sigset, sigprocmask, pthread_sigmask, raise,
- * sigsuspend, sigwait*, pselect, ppoll, epoll_pwait*. None is on a hot path.
+ * sigpending, sigsuspend, sigwait*, pselect, ppoll, epoll_pwait*; and exec
+ * (exec.c) carries the program's view across. None is on a hot path.
  * glibc's own internal calls bypass these wrappers; they never touch the
  * checkpoint signal. */
 #include <dlfcn.h>
@@ -156,6 +157,35 @@ static bool take_from(struct app_pending *p, siginfo_t *out) {
 /* Take a pending signal's siginfo, this thread's first, as the kernel does. */
 static bool take_pending(siginfo_t *out) {
         return take_from(&thread_pending, out) || take_from(&proc_pending, out);
+}
+
+uint64_t rt_signals_before_exec(bool requeue) {
+        uint64_t bit = 1ULL << (rt.cfg.sigckpt - 1), old = 0;
+        raw_syscall4(SYS_rt_sigprocmask, app_blocked ? SIG_BLOCK : SIG_SETMASK, app_blocked ? (long) &bit : 0,
+                     (long) &old, 8);
+        siginfo_t si;
+        if (app_blocked && requeue) {
+                if (take_from(&thread_pending, &si))
+                        raw_syscall4(SYS_rt_tgsigqueueinfo, rt.pid, raw_gettid(), rt.cfg.sigckpt, (long) &si);
+                if (take_from(&proc_pending, &si))
+                        raw_syscall3(SYS_rt_sigqueueinfo, rt.pid, rt.cfg.sigckpt, (long) &si);
+        }
+        return old;
+}
+
+/* Pending ones queued for real come back through the handler as the mask
+ * is put back, and are kept virtually again. */
+void rt_signals_after_exec(uint64_t mask) {
+        raw_syscall4(SYS_rt_sigprocmask, SIG_SETMASK, (long) &mask, 0, 8);
+}
+
+void rt_signals_adopt_mask(void) {
+        uint64_t bit = 1ULL << (rt.cfg.sigckpt - 1), cur = 0;
+        raw_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, 0, (long) &cur, 8);
+        if (cur & bit) {
+                app_blocked = 1;
+                raw_syscall4(SYS_rt_sigprocmask, SIG_UNBLOCK, (long) &bit, 0, 8);
+        }
 }
 
 void rt_deliver_app_signal(int sig, siginfo_t *si, void *uc) {
@@ -357,6 +387,21 @@ static void mask_call_end(int was) {
         int e = errno;
         app_blocked = was;
         errno = e;
+}
+
+/* The program's pending signals, with the one of the checkpoint signal's
+ * number kept here. */
+_public_ int sigpending(sigset_t *set) {
+        static int (*real_sigpending)(sigset_t *);
+        if (!real_sigpending)
+                RESOLVE(real_sigpending, "sigpending");
+        int r = real_sigpending(set);
+        if (r == 0 && rt.initialized) {
+                sigdelset(set, rt.cfg.sigckpt);
+                if (atomic_load(&thread_pending.state) == AP_FULL || atomic_load(&proc_pending.state) == AP_FULL)
+                        sigaddset(set, rt.cfg.sigckpt);
+        }
+        return r;
 }
 
 _public_ int sigsuspend(const sigset_t *mask) {

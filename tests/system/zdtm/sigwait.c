@@ -16,7 +16,12 @@
  * Every 50 steps, also: a SIGUSR2 raised while blocked runs the handler in
  * the sigsuspend() whose mask lets it through; and one pending in main is
  * not pending in a child forked meanwhile (a fork's child starts with none),
- * while main still takes it. */
+ * while main still takes it.
+ *
+ * First of all, the program blocks SIGUSR2, raises it and execs itself: the
+ * new image must find SIGUSR2 blocked and pending (sigpending), and take it
+ * with the siginfo it was raised with, as the kernel keeps both across an
+ * exec. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -77,8 +82,34 @@ static void wait_taken(uint64_t want, const char *how) {
               (unsigned long long) want, how, (unsigned long long) atomic_load(&taken));
 }
 
+static void exec_self(char **argv) {
+        sigset_t usr2;
+        sigemptyset(&usr2);
+        sigaddset(&usr2, SIGUSR2);
+        check(sigprocmask(SIG_BLOCK, &usr2, NULL) == 0, "sigprocmask");
+        raise(SIGUSR2);
+        char *args[] = { argv[0], (char *) "--execd", NULL };
+        execv("/proc/self/exe", args);
+        fail_errno("exec");
+}
+
+static void check_after_exec(void) {
+        sigset_t cur, pend;
+        check(sigprocmask(SIG_BLOCK, NULL, &cur) == 0 && sigismember(&cur, SIGUSR2),
+              "SIGUSR2 is not blocked after an exec by a program that blocked it");
+        check(sigpending(&pend) == 0 && sigismember(&pend, SIGUSR2), "the SIGUSR2 raised before an exec is not pending");
+        struct timespec zero = { 0, 0 };
+        siginfo_t si;
+        check(sigtimedwait(&cur, &si, &zero) == SIGUSR2 && si.si_pid == getpid(),
+              "the SIGUSR2 raised before an exec was not taken after it");
+        check(sigpending(&pend) == 0 && !sigismember(&pend, SIGUSR2), "SIGUSR2 still pending once taken");
+}
+
 int main(int argc, char **argv) {
+        if (argc < 2 || strcmp(argv[1], "--execd"))
+                exec_self(argv);
         test_init(argc, argv);
+        check_after_exec();
         struct sigaction sa = { .sa_handler = on_usr2 };
         sigemptyset(&sa.sa_mask);
         check(sigaction(SIGUSR2, &sa, NULL) == 0, "sigaction");
