@@ -261,6 +261,15 @@ static int probe(int fd, struct rt_fd_probe *p) {
         snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
         ssize_t k = raw_syscall3(SYS_readlink, (long) link, (long) p->path, sizeof p->path - 1);
         p->path[k > 0 ? k : 0] = 0;
+        /* Our own /proc directory (a program listing /proc/self/fd): after
+         * a restart that is another pid's, or none; /proc/self is ours. */
+        char own[32];
+        int n = snprintf(own, sizeof own, "/proc/%d", (int) raw_getpid());
+        if (!strncmp(p->path, own, (size_t) n) && (p->path[n] == '/' || !p->path[n])) {
+                char rest[sizeof p->path];
+                strscpy(rest, p->path + n, sizeof rest);
+                snprintf(p->path, sizeof p->path, "/proc/self%s", rest);
+        }
         p->flags = (int) raw_syscall2(SYS_fcntl, fd, F_GETFL);
         p->fdflags = (int) raw_syscall2(SYS_fcntl, fd, F_GETFD);
         return 0;

@@ -9,6 +9,7 @@
  *   fd 56  /dev/null       O_RDWR
  *   fd 57  /dev/urandom    O_RDONLY
  *   fd 58  /dev/zero       O_RDONLY, CLOEXEC
+ *   fd 59  /proc/self/fd   O_DIRECTORY, CLOEXEC         must list this process's fds
  *
  * With --no-deleted, fds 52 and 53 stay ordinary files (so the rest is
  * still covered while deleted files cannot be restored).
@@ -43,6 +44,7 @@
 #define FDN_NULL 56
 #define FDN_URANDOM 57
 #define FDN_ZERO 58
+#define FDN_PROCFD 59
 #define DEL_SIZE (64 * 1024)
 #define DEL_RO_SIZE (16 * 1024)
 #define INPUT_SIZE (64 * 1024)
@@ -64,6 +66,7 @@ static const struct fd_want fds[] = {
         { FDN_NULL, O_RDWR, false, "/dev/null" },
         { FDN_URANDOM, O_RDONLY, false, "/dev/urandom" },
         { FDN_ZERO, O_RDONLY, true, "/dev/zero" },
+        { FDN_PROCFD, O_RDONLY, true, "/proc/self/fd" },
 };
 
 static void record(char *buf, char tag, uint64_t i) {
@@ -216,6 +219,7 @@ int main(int argc, char **argv) {
         place(open("/dev/null", O_RDWR), FDN_NULL, false, "/dev/null");
         place(open("/dev/urandom", O_RDONLY), FDN_URANDOM, false, "/dev/urandom");
         place(open("/dev/zero", O_RDONLY), FDN_ZERO, true, "/dev/zero");
+        place(open("/proc/self/fd", O_RDONLY | O_DIRECTORY), FDN_PROCFD, true, "/proc/self/fd");
         if (lseek(FDN_DEL, 0, SEEK_END) != DEL_SIZE)
                 fail_errno("lseek deleted.dat");
         if (with_deleted && (unlink("deleted.dat") < 0 || unlink("deleted-ro.dat") < 0))
@@ -245,6 +249,12 @@ int main(int argc, char **argv) {
                         check(!!(fdf & FD_CLOEXEC) == f->cloexec, "fd %d (%s): FD_CLOEXEC is %s", f->fd, f->name,
                               (fdf & FD_CLOEXEC) ? "set" : "clear");
                 }
+                /* /proc/self/fd as opened: still this process's (after a
+                 * restart, not the old pid's, which is gone or another's). */
+                struct stat via, direct;
+                check(fstatat(FDN_PROCFD, "50", &via, 0) == 0 && fstat(FDN_APPEND, &direct) == 0 &&
+                      via.st_ino == direct.st_ino && via.st_dev == direct.st_dev,
+                      "fd %d (/proc/self/fd) does not list this process's fd 50", FDN_PROCFD);
                 check_offset(FDN_PLAIN, (off_t) n * REC, "plain.dat");
                 check_offset(FDN_DEL, DEL_SIZE + (off_t) n * REC, "deleted.dat");
                 check_offset(FDN_DEL_RO, ro_off, "deleted-ro.dat");
