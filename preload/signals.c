@@ -39,8 +39,8 @@ static __thread int app_blocked __attribute__((tls_model("initial-exec")));
  * One at most, as the kernel keeps one of a standard signal; like the
  * kernel's, one sent to a thread is that thread's, any other the process's,
  * for whichever thread comes first. Sent to a thread means SI_TKILL here
- * (raise, tgkill); a kernel that reports another thread's tgkill as SI_USER
- * makes that one the process's. */
+ * (raise, tgkill, pthread_kill); pthread_sigqueue and SIGEV_THREAD_ID timers
+ * of that number count as the process's. */
 enum { AP_NONE, AP_FILLING, AP_FULL, AP_TAKING };
 struct app_pending {
         _Atomic int state;
