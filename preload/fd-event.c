@@ -323,7 +323,7 @@ const struct rt_fd_ops rt_fd_eventfd_ops = {
 /* --- signalfd -------------------------------------------------------------- */
 
 static uint64_t ckpt_signal_bit(void) {
-        return rt.initialized && rt.cfg.sigckpt > 0 ? 1ULL << (rt.cfg.sigckpt - 1) : 0;
+        return rt.initialized && rt.cfg.sigckpt > 0 ? rt_sigckpt_bit() : 0;
 }
 
 /* The program's signalfd(): the same, without the checkpoint signal. */

@@ -161,7 +161,7 @@ static _Atomic uint32_t fork_lock;
 static __thread uint64_t fork_saved_mask;
 
 void rt_fork_lock(void) {
-        uint64_t block = 1ULL << (rt.cfg.sigckpt - 1);
+        uint64_t block = rt_sigckpt_bit();
         raw_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, (long) &block, (long) &fork_saved_mask, 8);
         uint32_t z = 0;
         while (!atomic_compare_exchange_weak(&fork_lock, &z, 1)) {
@@ -226,7 +226,7 @@ static void *thread_start(void *p) {
         struct start_args a = *(struct start_args *) p;
         free(p);
         rt_sig_set_app_blocked(a.app_blocked);
-        uint64_t unblock = 1ULL << (rt.cfg.sigckpt - 1);
+        uint64_t unblock = rt_sigckpt_bit();
         raw_syscall4(SYS_rt_sigprocmask, SIG_UNBLOCK, (long) &unblock, 0, 8);
         return a.fn(a.arg);
 }
@@ -245,7 +245,7 @@ _public_ int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*f
                 a->app_blocked = sigismember(&set, rt.cfg.sigckpt);
         /* The new thread starts with the signal blocked for real, so that
          * none arrives before it knows whether the program blocks it. */
-        uint64_t block = 1ULL << (rt.cfg.sigckpt - 1), old;
+        uint64_t block = rt_sigckpt_bit(), old;
         raw_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, (long) &block, (long) &old, 8);
         int r = real_pthread_create(th, attr, thread_start, a);
         raw_syscall4(SYS_rt_sigprocmask, SIG_SETMASK, (long) &old, 0, 8);

@@ -98,14 +98,14 @@ static void note(int type, int id) {
 /* The checkpoint signal stays pending while a call and our record of it
  * happen: the checkpoint sees both or neither. */
 static uint64_t block_ckpt(void) {
-        uint64_t set = 1ULL << (rt.cfg.sigckpt - 1), old = 0;
+        uint64_t set = rt_sigckpt_bit(), old = 0;
         if (rt.initialized)
                 raw_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, (long) &set, (long) &old, 8);
         return old;
 }
 
 static void unblock_ckpt(uint64_t old) {
-        uint64_t set = 1ULL << (rt.cfg.sigckpt - 1);
+        uint64_t set = rt_sigckpt_bit();
         if (rt.initialized && !(old & set))
                 raw_syscall4(SYS_rt_sigprocmask, SIG_UNBLOCK, (long) &set, 0, 8);
 }

@@ -194,6 +194,11 @@ struct rt_capture {
 };
 
 extern struct rt_state rt;
+
+/* The checkpoint signal in a kernel signal mask (rt_sigprocmask, status). */
+static inline uint64_t rt_sigckpt_bit(void) {
+        return 1ULL << (rt.cfg.sigckpt - 1);
+}
 /* Out of rt, which has an initialiser: in rt, its 18 MiB of zeros were in
  * the library's file (.data). */
 extern struct rt_thread rt_threads[RT_MAX_THREADS];

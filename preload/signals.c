@@ -160,11 +160,11 @@ static bool take_pending(siginfo_t *out) {
 }
 
 uint64_t rt_signals_before_exec(bool requeue) {
-        uint64_t bit = 1ULL << (rt.cfg.sigckpt - 1), old = 0;
-        raw_syscall4(SYS_rt_sigprocmask, app_blocked ? SIG_BLOCK : SIG_SETMASK, app_blocked ? (long) &bit : 0,
-                     (long) &old, 8);
-        siginfo_t si;
+        uint64_t bit = rt_sigckpt_bit(), old = 0;
+        /* Not blocked: only the mask to put back is read. */
+        raw_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, app_blocked ? (long) &bit : 0, (long) &old, 8);
         if (app_blocked && requeue) {
+                siginfo_t si;
                 if (take_from(&thread_pending, &si))
                         raw_syscall4(SYS_rt_tgsigqueueinfo, rt.pid, raw_gettid(), rt.cfg.sigckpt, (long) &si);
                 if (take_from(&proc_pending, &si))
@@ -180,7 +180,7 @@ void rt_signals_after_exec(uint64_t mask) {
 }
 
 void rt_signals_adopt_mask(void) {
-        uint64_t bit = 1ULL << (rt.cfg.sigckpt - 1), cur = 0;
+        uint64_t bit = rt_sigckpt_bit(), cur = 0;
         raw_syscall4(SYS_rt_sigprocmask, SIG_BLOCK, 0, (long) &cur, 8);
         if (cur & bit) {
                 app_blocked = 1;

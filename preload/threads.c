@@ -136,7 +136,7 @@ uint32_t rt_take_pending(uint64_t set, pid_t tid, struct rt_pending *out, uint32
          * The process (tid 0) takes every queued instance. */
         bool all = tid == 0;
         uint32_t n = 0;
-        set &= ~(1ULL << (rt.cfg.sigckpt - 1)) & ~(1ULL << (SIGKILL - 1)) & ~(1ULL << (SIGSTOP - 1));
+        set &= ~rt_sigckpt_bit() & ~(1ULL << (SIGKILL - 1)) & ~(1ULL << (SIGSTOP - 1));
         for (int sig = 1; sig <= 64 && n < max; sig++) {
                 if (!(set & (1ULL << (sig - 1))))
                         continue;
@@ -332,7 +332,7 @@ static bool task_blocks_sigckpt(pid_t tid) {
         if (!p)
                 return false;
         uint64_t mask = strtoull(p + 8, NULL, 16);
-        return mask & (1ULL << (rt.cfg.sigckpt - 1));
+        return mask & rt_sigckpt_bit();
 }
 
 static void thread_desc(pid_t tid, char *buf, size_t size) {
