@@ -1600,39 +1600,33 @@ def flow_stopped(t):
     naming it; the previous generation stays the latest. Continued, the
     process finds the abort waiting, stays in the computation, and
     checkpoints and restarts as usual."""
-    try:
-        t.new_coordinator(["--stop-timeout", "2"])
-        t.launch(program(t, "counter"))
-        t.progress(20)
-        t.checkpoint()
-        latest = os.readlink(os.path.join(t.ckpt, "latest"))
-        os.kill(t.host_pid, signal.SIGSTOP)
-        t0 = time.monotonic()
-        out = t.checkpoint(expect_rc=1)
-        took = time.monotonic() - t0
-        check(re.search(r"not stopped within 2 s \(phase suspend\): 1 of 1 processes not done: "
-                        r"member \d+ \([^,]*, pid %d on " % t.pid, out),
-              "the timed-out checkpoint does not say who did not stop: %s" % out.strip())
-        check(2 <= took < 15, "the checkpoint gave up after %.1f s, with --stop-timeout 2" % took)
-        log("%s: checkpoint of the stopped process refused after %.1f s: %s" %
-            (t.name, took, out.strip().splitlines()[-1]))
-        check(os.readlink(os.path.join(t.ckpt, "latest")) == latest, "latest moved after an aborted checkpoint")
-        check(not [n for n in os.listdir(t.ckpt) if n not in (latest, "latest", "dmtcp_restart_script.sh")],
-              "the aborted checkpoint left files behind: %s" % sorted(os.listdir(t.ckpt)))
-        os.kill(t.host_pid, signal.SIGCONT)
-        t.progress(20)
-        rc, out = t.coord.command("-s")
-        check(rc == 0 and "NUM_PEERS=1" in out and "RUNNING=yes" in out,
-              "the continued process is no longer a running member: %s" % out.strip())
-        t.checkpoint()
-        check(os.readlink(os.path.join(t.ckpt, "latest")) != latest, "latest did not move after the next checkpoint")
-        t.kill_program()
-        t.restart_twice(20)
-    finally:
-        if t.coord:
-            t.coord.stop()
-            t.coord = None
-        t.stop_all()
+    t.new_coordinator(["--stop-timeout", "2"])
+    t.launch(program(t, "counter"))
+    t.progress(20)
+    t.checkpoint()
+    latest = os.readlink(os.path.join(t.ckpt, "latest"))
+    os.kill(t.host_pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    out = t.checkpoint(expect_rc=1)
+    took = time.monotonic() - t0
+    check(re.search(r"not stopped within 2 s \(phase suspend\): 1 of 1 processes not done: "
+                    r"member \d+ \([^,]*, pid %d on " % t.pid, out),
+          "the timed-out checkpoint does not say who did not stop: %s" % out.strip())
+    check(2 <= took < 15, "the checkpoint gave up after %.1f s, with --stop-timeout 2" % took)
+    log("%s: checkpoint of the stopped process refused after %.1f s: %s" %
+        (t.name, took, out.strip().splitlines()[-1]))
+    check(os.readlink(os.path.join(t.ckpt, "latest")) == latest, "latest moved after an aborted checkpoint")
+    check(not [n for n in os.listdir(t.ckpt) if n not in (latest, "latest", "dmtcp_restart_script.sh")],
+          "the aborted checkpoint left files behind: %s" % sorted(os.listdir(t.ckpt)))
+    os.kill(t.host_pid, signal.SIGCONT)
+    t.progress(20)
+    rc, out = t.coord.command("-s")
+    check(rc == 0 and "NUM_PEERS=1" in out and "RUNNING=yes" in out,
+          "the continued process is no longer a running member: %s" % out.strip())
+    t.checkpoint()
+    check(os.readlink(os.path.join(t.ckpt, "latest")) != latest, "latest did not move after the next checkpoint")
+    t.kill_program()
+    t.restart_twice(20)
 
 
 @special
